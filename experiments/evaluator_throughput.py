@@ -120,7 +120,10 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dtype", choices=["float64", "float32"], default="float64")
     parser.add_argument("--capacity", type=int, default=20_000,
-                        help="cache entries (default 20,000: about 3x the population's distinct sub-trees)")
+                        help="cache entries (default 20,000: about 3x the ~6,800 distinct operator sub-trees a "
+                             "population holds; measured on this stream, the share served from the cache is "
+                             "within ~1 point of an unbounded cache from there on, and more capacity only "
+                             "touches more memory)")
     parser.add_argument("--max-bytes", type=int, default=256 * 2**20, help="cache bytes")
     args = parser.parse_args(argv)
     if args.quick:
@@ -166,7 +169,9 @@ def main(argv=None) -> None:
         else:
             c = rs[-1]["counters"]
             node_rows = c.node_rows_computed
-            served = f"{c.cache_share:.1%} (+{c.nodes_shared / c.nodes_requested:.1%} shared in batch)"
+            once = (c.nodes_from_cache - c.nodes_from_cache_again) / c.nodes_requested
+            served = (f"{c.cache_share:.1%} ({once:.1%} once per batch; "
+                      f"+{c.nodes_shared / c.nodes_requested:.1%} shared in batch)")
             peak = f"{rs[-1]['cache'].peak_bytes / 2**20:.1f} MiB" if name == "b" else "-"
         print(f"| {labels[name]} | {wall:.3f} | {cpu:.3f} | {_fmt_rate(rates[name][0])} | "
               f"{_fmt_rate(rates[name][1])} | {_fmt_rate(node_rows / wall)} | {served} | {peak} | "
@@ -177,7 +182,17 @@ def main(argv=None) -> None:
           f"nodes in as many calls. (b) values equal (a)'s, NaN/inf included: {'yes' if identical else 'NO'}.")
     s = runs["b"][-1]["cache"]
     print(f"Cache after (b): {s.entries:,} entries, hit rate {s.hit_rate:.1%} of lookups, {s.evictions:,} "
-          f"evictions, {s.reserved_bytes / 2**20:.1f} MiB of rows touched by its row store.")
+          f"evictions, {s.reserved_bytes / 2**20:.1f} MiB of rows touched by its row store. A population holds "
+          f"{live_set(stream[-1]):,} distinct operator sub-trees (what the cache must keep for the next round).")
+    print("'Served from cache': nodes of sub-trees whose values the cache held before the call, each time a "
+          "formula holds them; 'once per batch' counts a cached sub-tree met by several formulas of one batch "
+          "once; 'shared in batch': computed in the call and met again in it.")
+
+
+def live_set(population) -> int:
+    """Distinct operator sub-trees of a population: the entries a cache needs to serve
+    every unchanged part of the next round's mutants."""
+    return len({n.key for e in population for n in e.nodes() if n.op is not None})
 
 
 def _leaves(expr: Expression) -> int:

@@ -338,6 +338,31 @@ def parse_seeds(text: str) -> list[int]:
     return list(dict.fromkeys(seeds))
 
 
+def parse_settings(items: list[str]) -> dict:
+    """``["weight_soft_tree=0.01", "stop_on_exact=false"]`` -> {name: number or bool}; no eval.
+
+    >>> parse_settings(["a=1", "b=0.5", "c=false"])
+    {'a': 1, 'b': 0.5, 'c': False}
+    """
+    out = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        name, text = name.strip(), text.strip()
+        if not sep or not name.isidentifier():
+            raise ValueError(f"--set takes NAME=VALUE, got {item!r}")
+        if text.lower() in ("true", "false"):
+            out[name] = text.lower() == "true"
+            continue
+        try:
+            out[name] = int(text)
+        except ValueError:
+            try:
+                out[name] = float(text)
+            except ValueError:
+                raise ValueError(f"--set {name}: {text!r} is not a number or true/false") from None
+    return out
+
+
 def select_equations(args) -> list[str]:
     """Names from --equations, or the first N / all of the main table, or the bonus one
     (``--all --bonus``: all 120)."""
@@ -385,6 +410,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=200, help="soft tree: epochs per fit")
     p.add_argument("--restarts-per-fit", type=int, default=4,
                    help="soft tree: restarts per fit; fits repeat until the budget is spent")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="a method option (a number or true/false), e.g. --set weight_soft_tree=0.01; "
+                        "repeatable; methods without that option ignore it")
     p.add_argument("--plot", action="store_true", help="save PNG plots beside the CSV")
     p.add_argument("--scatter-equation", metavar="NAME",
                    help="equation of the predicted-vs-true plot (default: the first)")
@@ -408,7 +436,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--jobs and --first must be at least 1")
         if args.scatter_equation:
             get_equation(args.scatter_equation)
-        options = {"n_epochs": args.epochs, "restarts_per_fit": args.restarts_per_fit}
+        options = {"n_epochs": args.epochs, "restarts_per_fit": args.restarts_per_fit,
+                   **parse_settings(args.set)}
         adapters = {m: get_method(m, **options) for m in methods}
     except ValueError as err:
         parser.error(str(err))

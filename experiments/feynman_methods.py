@@ -185,8 +185,9 @@ class SearchMethod(Method):
     """`enhancements.PySRRegressor`, its timeout set to the budget.
 
     ``niterations`` is set huge so that the timeout, not an iteration count, ends the
-    search (as SRBench runs PySR); of the quiet-mode options, only those the estimator
-    accepts are passed.
+    search (as SRBench runs PySR); with ``stop_on_exact`` it also ends once a formula fits
+    the training data to round-off (normalized MSE below ``EXACT_NMSE``), as the soft-tree
+    methods do. Of the quiet-mode options, only those the estimator accepts are passed.
     """
 
     name = "search"
@@ -194,10 +195,17 @@ class SearchMethod(Method):
     # the search was developed with: arcsin/arccos are not operators of this project).
     UNARY_OPERATORS = ("sqrt", "exp", "log", "sin", "cos", "square", "inv", "neg")
 
-    def __init__(self, niterations: int = 10**6, unary_operators=UNARY_OPERATORS):
-        super().__init__(niterations=niterations, unary_operators=",".join(unary_operators))
+    def __init__(self, niterations: int = 10**6, unary_operators=UNARY_OPERATORS, stop_on_exact: bool = True,
+                 soft_tree_seed_fraction: float | None = None, weight_soft_tree: float | None = None):
+        # Only options that differ from the estimator's defaults enter the settings string.
+        extra = {k: v for k, v in (("soft_tree_seed_fraction", soft_tree_seed_fraction),
+                                   ("weight_soft_tree", weight_soft_tree)) if v is not None}
+        super().__init__(niterations=niterations, unary_operators=",".join(unary_operators),
+                         stop_on_exact=stop_on_exact, **extra)
         self.niterations = niterations
         self.unary_operators = list(unary_operators)
+        self.stop_on_exact = bool(stop_on_exact)
+        self.extra = extra
 
     def unavailable(self) -> str | None:
         return _import_error("enhancements", "PySRRegressor")
@@ -205,7 +213,10 @@ class SearchMethod(Method):
     def run(self, dataset, time_budget: float, seed: int) -> MethodResult:
         from enhancements import PySRRegressor
 
-        optional = {"niterations": self.niterations, "verbosity": 0, "progress": False}
+        optional = {"niterations": self.niterations, "verbosity": 0, "progress": False, **self.extra}
+        if self.stop_on_exact:
+            # Noise-free data: a formula within round-off of the data cannot be improved on.
+            optional["early_stop_condition"] = EXACT_NMSE * float(np.var(dataset.y_train))
         params = inspect.signature(PySRRegressor.__init__).parameters
         if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
             optional = {k: v for k, v in optional.items() if k in params}

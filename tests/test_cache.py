@@ -23,6 +23,18 @@ def store_is_consistent(cache: SubexpressionCache) -> bool:
     return True
 
 
+def bytes_are_counted(cache: SubexpressionCache) -> bool:
+    """``stats.bytes`` is what the entries hold: a store row, a scalar, or a tensor's bytes."""
+    total = 0
+    for (fp, _), v in cache._entries.items():
+        if isinstance(v, torch.Tensor):
+            total += v.numel() * v.element_size()
+        else:
+            store = cache._stores[fp]
+            total += store.row_bytes if type(v) is int else store.buffer.element_size()
+    return total == cache.stats.bytes
+
+
 def test_get_returns_what_was_put_and_counts_hits_and_misses():
     cache = SubexpressionCache(capacity=10)
     assert cache.get("fp", "x0") is None
@@ -177,8 +189,27 @@ def test_small_cache_evicts_and_stays_correct_and_consistent():
         out = ev.evaluate(exprs)
         torch.testing.assert_close(out, torch.stack([e.evaluate(X) for e in exprs]), equal_nan=True)
         assert len(cache) <= 7 and cache.stats.bytes <= 6 * 16 * 8
-        assert store_is_consistent(cache)
+        assert store_is_consistent(cache) and bytes_are_counted(cache)
     assert cache.stats.evictions > 0
+
+
+@pytest.mark.parametrize("capacity, max_bytes", [(40, None), (1000, 25 * 16 * 8), (15, 12 * 16 * 8)])
+def test_a_mutation_stream_keeps_limits_bytes_and_rows_consistent(capacity, max_bytes):
+    from pysr_baseline.random_expressions import random_expression, random_mutation
+
+    rng = np.random.default_rng(capacity)
+    X = torch.from_numpy(rng.normal(size=(16, 3)))
+    cache = SubexpressionCache(capacity=capacity, max_bytes=max_bytes)
+    ev = IncrementalEvaluator(X, cache=cache)
+    exprs = [random_expression(rng, 3, int(rng.integers(1, 15))) for _ in range(25)]
+    for _ in range(6):
+        out = ev.evaluate(exprs)
+        want = torch.stack([e.evaluate(X) for e in exprs])
+        assert torch.equal(out.isnan(), want.isnan()) and torch.equal(out.nan_to_num(), want.nan_to_num())
+        assert len(cache) <= capacity and (max_bytes is None or cache.stats.bytes <= max_bytes)
+        assert store_is_consistent(cache) and bytes_are_counted(cache)
+        exprs = [random_mutation(e, rng, 3) for e in exprs]
+    assert cache.stats.evictions > 0 and cache.stats.hits > 0
 
 
 def test_get_of_an_evaluator_row_is_a_copy():

@@ -24,6 +24,18 @@ def same(a, b):
     torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-300, equal_nan=True)
 
 
+def bits(t):
+    """The bit patterns of a float64 tensor, every NaN as one pattern (NaN payloads and
+    signs are not values), so that -0.0 and 0.0 differ."""
+    return t.masked_fill(t.isnan(), float("nan")).view(torch.int64)
+
+
+def identical(got, want):
+    """Bit for bit, NaN where NaN."""
+    assert torch.equal(got.isnan(), want.isnan())
+    assert torch.equal(bits(got), bits(want))
+
+
 def data(rng, n_rows, n_features):
     X = rng.normal(scale=2.0, size=(n_rows, n_features))
     X[rng.random(X.shape) < 0.1] = 0.0  # zeros: divisions by zero, log(0)
@@ -44,22 +56,52 @@ def test_matches_plain_evaluation_including_nan_and_inf():
     assert ref.isnan().any() and ref.isinf().any()
     for memoize in (True, False):
         ev = IncrementalEvaluator(X, memoize=memoize)
-        same(ev.evaluate(exprs), ref)
-        same(ev.evaluate(exprs), ref)  # second time from the cache
+        identical(ev.evaluate(exprs), ref)
+        identical(ev.evaluate(exprs), ref)  # second time from the cache
 
 
 def test_builtin_out_functions_equal_the_operators_bit_for_bit():
-    values = torch.tensor([0.0, -0.0, 1.5, -2.0, 1e-310, 700.0, -700.0, float("inf"), float("-inf"),
-                           float("nan"), 3.0, 0.5], dtype=torch.float64)
+    values = torch.tensor([0.0, -0.0, 1.5, -2.0, 1e-310, -1e-310, 700.0, -700.0, 1e300, -3e17, float("inf"),
+                           float("-inf"), float("nan"), -float("nan"), 3.0, 0.5], dtype=torch.float64)
     a, b = torch.meshgrid(values, values, indexing="ij")
     for name, fast in _OUT_FUNCTIONS.items():
         op = BUILTIN_OPERATORS[name]
         out = torch.empty_like(a)
         args = (a, b) if op.arity == 2 else (a,)
         fast(*args, out=out)
-        expected = op.fn(*args)
-        assert torch.equal(out.isnan(), expected.isnan()), name
-        assert torch.equal(torch.nan_to_num(out), torch.nan_to_num(expected)), name
+        identical(out, op.fn(*args))
+
+
+@pytest.mark.parametrize("name", ["sin", "cos", "tan"])
+def test_periodic_functions_skip_the_slow_path_with_the_same_bits(name):
+    # sin/cos/tan compute NaN and infinite inputs as 0 and restore NaN (see _periodic_out):
+    # every other element must come out of the same kernel with the same bits.
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.normal(scale=50.0, size=(64, 257)))
+    mask = rng.random(x.shape)
+    x[torch.from_numpy(mask < 0.3)] = float("nan")
+    x[torch.from_numpy((mask > 0.3) & (mask < 0.35))] = float("inf")
+    x[torch.from_numpy((mask > 0.35) & (mask < 0.4))] = -float("inf")
+    x[torch.from_numpy((mask > 0.4) & (mask < 0.42))] = -0.0
+    x[torch.from_numpy((mask > 0.42) & (mask < 0.44))] = -5e-320
+    out = torch.empty_like(x)
+    _OUT_FUNCTIONS[name](x, out)
+    identical(out, BUILTIN_OPERATORS[name].fn(x))
+    identical(out[3], BUILTIN_OPERATORS[name].fn(x[3]))  # one row alone: the same bits
+
+
+@pytest.mark.parametrize("n_rows", [1, 7, 64])
+def test_pow_has_the_bits_of_the_plain_evaluation(n_rows):
+    # PyTorch's pow is the scalar std::pow on a strided column, a 0-dim scalar or a row's
+    # tail, and the vectorised pow elsewhere: nodes of pow are computed one at a time.
+    rng = np.random.default_rng(n_rows)
+    X = torch.from_numpy(rng.uniform(0.1, 3.0, size=(n_rows, 3)))
+    exprs = [Expression.parse(s) for s in ("x0 ^ 0.37", "x1 ^ x2", "1.7 ^ x0", "sin(x0) ^ 1.3", "0.7 ^ 2.9",
+                                           "(x0 + x1) ^ (x2 * 0.5)", "exp(x2) ^ x1", "(0.3 ^ 1.1) * x0")]
+    for memoize in (True, False):
+        ev = IncrementalEvaluator(X, memoize=memoize)
+        identical(ev.evaluate(exprs), plain(exprs, X))
+        identical(ev.evaluate(exprs), plain(exprs, X))
 
 
 def test_custom_operators_go_through_their_own_function():
@@ -97,8 +139,8 @@ def test_batched_incremental_equals_one_at_a_time(seed, n_rows, n_features, n_fo
     for _ in range(n_rounds + 1):
         batch = exprs + [exprs[int(rng.integers(len(exprs)))]]  # a duplicate in the batch
         ref = plain(batch, X)
-        same(ev.evaluate(batch), ref)
-        same(ev_plain.evaluate(batch), ref)
+        for got in (ev.evaluate(batch), ev_plain.evaluate(batch)):
+            identical(got, ref)  # bit for bit, pow included (see _ONE_AT_A_TIME)
         c = ev.counters
         assert c.nodes_requested == c.nodes_from_cache + c.nodes_shared + c.leaves_loaded + c.nodes_computed
         exprs = [random_mutation(e, rng, n_features, binary, unary, max_size=15) for e in exprs]
@@ -116,10 +158,9 @@ def test_results_do_not_depend_on_batch_order_or_composition(seed):
     warm = IncrementalEvaluator(X)
     warm.evaluate(exprs[:3])
     shuffled = warm.evaluate([exprs[i] for i in perm])
-    assert torch.equal(shuffled.isnan(), ref[perm].isnan())
-    same(shuffled, ref[perm])
+    identical(shuffled, ref[perm])
     for i, e in enumerate(exprs):  # each alone, in a fresh evaluator
-        same(IncrementalEvaluator(X).evaluate([e])[0], ref[i])
+        identical(IncrementalEvaluator(X).evaluate([e])[0], ref[i])
 
 
 # --- gradients through constants -----------------------------------------------------------------
@@ -180,6 +221,21 @@ def test_a_mutant_costs_only_its_changed_path():
     assert c.nodes_from_cache == 4 + 2  # exp(x0 * x1) and cos(x1), leaves included
     assert c.leaves_loaded == 1  # the x1 under sin
     assert c.node_rows_computed == 30 and c.tensor_calls == 3
+
+
+def test_a_cached_subtree_met_twice_in_a_batch_is_served_from_the_cache_twice():
+    X = torch.linspace(0.5, 1.5, 20, dtype=torch.float64).reshape(10, 2)
+    ev = IncrementalEvaluator(X)
+    ev.evaluate([Expression.parse("exp(x0 * x1)")])
+    ev.reset_counters()
+    batch = [Expression.parse("exp(x0 * x1) + x1"), Expression.parse("exp(x0 * x1) - x0"),
+             Expression.parse("sin(x0) * sin(x0)")]
+    same(ev.evaluate(batch), plain(batch, X))
+    c = ev.counters
+    assert c.nodes_from_cache == 4 + 4 and c.nodes_from_cache_again == 4  # exp(x0 * x1), twice
+    assert c.nodes_shared == 2  # sin(x0), computed in this call, met again
+    assert c.nodes_computed == 4 and c.leaves_loaded == 3  # +, -, sin, *; x1, x0, x0
+    assert c.nodes_requested == c.nodes_from_cache + c.nodes_shared + c.leaves_loaded + c.nodes_computed
 
 
 def test_out_argument_and_empty_batches():

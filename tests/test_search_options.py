@@ -64,7 +64,8 @@ def test_custom_operator_string_is_parsed_not_evaluated():
     ({"nested_constraints": {"cos": {"sin": -1}}, "unary_operators": ["cos", "sin"]}, ValueError),
     ({"timeout_in_seconds": -1}, ValueError),
     ({"batching": True}, ValueError),
-    ({"weight_soft_tree": 1.0}, ValueError),            # needs a proposer
+    ({"weight_soft_tree": -1.0}, ValueError),
+    ({"soft_tree_seed_fraction": 1.5}, ValueError),
 ])
 def test_invalid_options_raise(kwargs, error):
     with pytest.raises(error):

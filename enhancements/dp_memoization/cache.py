@@ -209,16 +209,15 @@ class SubexpressionCache:
         self._evict_to_limits()
         return True
 
-    def _insert_many(self, fingerprint: Fingerprint, items, nbytes: int) -> list:
-        """Enter ``(key, value)`` pairs of ``nbytes`` each (the evaluator's rows or
-        scalars), then evict to the limits; returns the values that were not entered."""
+    def _insert_many(self, items, nbytes: int) -> list:
+        """Enter ``((fingerprint, key), value)`` pairs of ``nbytes`` each (the evaluator's
+        rows or scalars), then evict to the limits; returns the values not entered."""
         if self.max_bytes is not None and nbytes > self.max_bytes:
             return [value for _, value in items]
         entries = self._entries
         refused = []
         before = len(entries)
-        for key, value in items:
-            full_key = (fingerprint, key)
+        for full_key, value in items:
             if full_key in entries:
                 refused.append(value)
             else:
@@ -227,6 +226,20 @@ class SubexpressionCache:
         self._evict_to_limits()
         return refused
 
+    def _enter_new(self, full_keys, values, nbytes: int) -> list:
+        """`_insert_many` for keys known to be absent (the evaluator's misses of this call,
+        each once): one C-level ``update``. Returns the values not entered."""
+        if self.max_bytes is not None and nbytes > self.max_bytes:
+            return list(values)
+        entries = self._entries
+        before = len(entries)
+        entries.update(zip(full_keys, values))
+        if len(entries) - before != len(values):
+            raise AssertionError("_enter_new was given a key the cache already holds")
+        self._stats.bytes += len(values) * nbytes
+        self._evict_to_limits()
+        return []
+
     def _nbytes(self, fingerprint, value) -> int:
         if isinstance(value, torch.Tensor):
             return value.numel() * value.element_size()
@@ -234,21 +247,31 @@ class SubexpressionCache:
         return store.row_bytes if type(value) is int else store.buffer.element_size()
 
     def _evict_to_limits(self) -> None:
+        """Evict least recently used entries until both limits hold."""
         entries, stats, max_bytes, stores = self._entries, self._stats, self.max_bytes, self._stores
-        capacity = self.capacity
+        capacity, popitem = self.capacity, entries.popitem
+        held = stats.bytes
         evicted = 0
-        while len(entries) > capacity or (max_bytes is not None and stats.bytes > max_bytes):
-            full_key, value = entries.popitem(last=False)
+        fingerprint = store = None
+        while len(entries) > capacity or (max_bytes is not None and held > max_bytes):
+            full_key, value = popitem(last=False)
             evicted += 1
-            if type(value) is int:  # inlined `_forget` for the evaluator's rows
-                store = stores[full_key[0]]
-                store.free.append(value)
-                stats.bytes -= store.row_bytes
+            cls = type(value)
+            if cls is int or cls is float:  # the evaluator's rows and scalars: inlined `_forget`
+                if full_key[0] is not fingerprint:
+                    fingerprint = full_key[0]
+                    store = stores[fingerprint]
+                if cls is int:
+                    store.free.append(value)
+                    held -= store.row_bytes
+                else:
+                    held -= store.buffer.element_size()
             else:
-                stats.bytes -= self._nbytes(full_key[0], value)
+                held -= self._nbytes(full_key[0], value)
+        stats.bytes = held
         stats.evictions += evicted
-        if stats.bytes > stats.peak_bytes:
-            stats.peak_bytes = stats.bytes
+        if held > stats.peak_bytes:
+            stats.peak_bytes = held
 
     def _forget(self, full_key, value) -> None:
         fingerprint = full_key[0]

@@ -1,11 +1,11 @@
 """Evaluate many formulas at once, computing each distinct sub-tree once.
 
 The evaluator turns a batch of formulas into one DAG of unique sub-trees (hash-consing
-on `Expression.key`), takes every sub-tree it can from the `SubexpressionCache`, and
-computes the rest grouped by (level, operator): all nodes of a group are one tensor
-call on their children's stacked rows. Python's per-call overhead (~5-20 us) is thus
-paid per group, not per node, and a mutant, which shares all but one path with its
-parent, costs only that path.
+on `Expression.key`; see `subtree_dag`), takes every sub-tree it can from the
+`SubexpressionCache`, and computes the rest grouped by (level, operator): all nodes of
+a group are one tensor call on their children's stacked rows. Python's per-call
+overhead (~5-20 us) is thus paid per group, not per node, and a mutant, which shares
+all but one path with its parent, costs only that path.
 
     >>> import torch
     >>> from pysr_baseline.expression import Expression
@@ -17,18 +17,19 @@ parent, costs only that path.
     >>> ev.counters.nodes_computed       # cos(x1), x0 * cos(x1) and the +: three nodes
     3
 
-Values equal `Expression.evaluate` on the same data, NaN and inf included: the same
-torch kernels see the same numbers, only stacked. A constant-only sub-tree is computed
-on scalars, as the plain evaluation does, and broadcast.
+Values equal `Expression.evaluate` on the same data, bit for bit, NaN and inf included:
+the same torch kernels see the same numbers, only stacked. A constant-only sub-tree is
+computed on scalars, as the plain evaluation does, and broadcast.
 
 How it stays fast: row values live in the data set's `RowStore` (one 2-D tensor), so a
-group reads its children with one ``index_select`` into a reused buffer and writes its
-rows in place, and the built-in operators run with ``out=``. Nothing is allocated per
+level reads its groups' operands with one ``index_select`` per operand position into a
+reused buffer, and each group writes its rows in place with the operator's ``out=``
+form; the scalars of a call live in one vector the same way. Nothing is allocated per
 node, and per call only the returned tensor (pass ``out=`` to reuse one).
 """
 from __future__ import annotations
 
-import re
+from array import array
 from dataclasses import dataclass, fields
 from typing import Sequence
 
@@ -38,10 +39,8 @@ import torch
 from pysr_baseline.expression import Expression
 from pysr_baseline.operators import BUILTIN_OPERATORS
 from enhancements.dp_memoization.cache import RowStore, SubexpressionCache, data_fingerprint
-
-# A constant leaf inside a key: "c" + repr(float) right after "(" or "," or at the start,
-# and ending at "," or ")" or the end (so operator names such as "cos" never match).
-_CONSTANT_IN_KEY = re.compile(r"(?:^|[(,])c(?:-?inf|nan|-?[0-9][0-9.e+-]*)(?=[,)]|$)")
+from enhancements.dp_memoization.subtree_dag import (R, RR, RS, S, SR, SS, SubtreeDag, build_memoized, build_plain,
+                                                     group_columns)
 
 
 def _cube_out(a, out):
@@ -49,16 +48,31 @@ def _cube_out(a, out):
     return torch.mul(out, a, out=out)  # (a * a) * a: rounds as the operator's a * a * a
 
 
+def _periodic_out(fn):
+    """``fn(a, out=out)`` for sin, cos and tan, without the vector library's slow path.
+
+    MKL's sin/cos/tan take a slow path (2-4x) for every NaN or infinite input, and a
+    search stream is full of NaN. Those inputs are computed as 0 and made NaN again by
+    adding ``0 * a`` (NaN exactly where ``a`` is NaN or infinite, otherwise a zero of
+    ``a``'s sign, which leaves every value, -0.0 included, as it was). The other
+    elements go through the same kernel as ``fn(a)``: the same bits.
+    """
+    def out_fn(a, out):
+        torch.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0, out=out)
+        fn(out, out=out)
+        return out.add_(a, alpha=0.0)
+    out_fn.__name__ = f"{fn.__name__}_out"
+    return out_fn
+
+
 # The built-in operators' exact functions in their ``out=`` form (the same kernels as op.fn).
 _OUT_FUNCTIONS = {
     "add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div, "pow": torch.pow,
     "neg": torch.neg, "square": torch.square, "cube": _cube_out, "sqrt": torch.sqrt,
-    "exp": torch.exp, "log": torch.log, "abs": torch.abs, "sin": torch.sin, "cos": torch.cos,
-    "tan": torch.tan, "tanh": torch.tanh, "inv": torch.reciprocal,
+    "exp": torch.exp, "log": torch.log, "abs": torch.abs, "sin": _periodic_out(torch.sin),
+    "cos": _periodic_out(torch.cos), "tan": _periodic_out(torch.tan), "tanh": torch.tanh,
+    "inv": torch.reciprocal,
 }
-
-# Group patterns: what the operands are (R: rows from the store, S: scalars).
-_R, _S, _RR, _RS, _SR, _SS = range(6)
 
 
 @dataclass
@@ -67,18 +81,22 @@ class EvaluatorCounters:
 
     Every node of every requested formula is accounted for exactly once:
     ``nodes_requested = nodes_from_cache + nodes_shared + leaves_loaded + nodes_computed``.
-    A cache hit on a sub-tree counts all its nodes as served from the cache; a sub-tree
-    met again in the same batch counts all its nodes as shared.
+    A sub-tree whose value the cache held when the call began counts all its nodes as
+    served from the cache, each time the batch holds it (a one-at-a-time evaluation with
+    the same cache would be served each time); ``nodes_from_cache_again`` says how many
+    of those were repeats within a call. A sub-tree computed in the call and met again
+    in it counts all its nodes as shared. Every leaf met outside those counts as loaded.
     """
 
     formulas: int = 0
     nodes_requested: int = 0     # what a plain, one-at-a-time evaluation visits
     nodes_from_cache: int = 0    # served by the SubexpressionCache
-    nodes_shared: int = 0        # met again in the same batch (hash-consing)
+    nodes_shared: int = 0        # computed in the same call, met again (hash-consing)
     leaves_loaded: int = 0       # variables and constants: served without compute
     nodes_computed: int = 0      # operator nodes computed
     node_rows_computed: int = 0  # rows computed, summed over computed nodes (a scalar: 1)
     tensor_calls: int = 0        # operator calls (one per group)
+    nodes_from_cache_again: int = 0  # of nodes_from_cache: a cached sub-tree met again in a call
 
     @property
     def cache_share(self) -> float:
@@ -97,192 +115,33 @@ class EvaluatorCounters:
         return d
 
 
-class _Batch:
-    """The DAG of one call.
-
-    Node ``i`` has ``val[i]``: a row of the store (row-valued), a float (scalar), a
-    tensor (on the constants path: a 0-dim constant or a row carrying grad; or a value
-    stored with `SubexpressionCache.put`), or None until computed; and
-    ``info[i] = 2 * level + is_scalar`` (level 0: known without compute). ``groups``
-    maps (level, operator name, pattern) to [op, node ids, first operands, second
-    operands, cache keys].
-    """
-
-    __slots__ = ("val", "info", "groups", "roots", "counts", "external", "borrowed")
-
-    def __init__(self):
-        self.val, self.info, self.groups, self.roots, self.external = [], [], {}, [], []
-        self.borrowed = []  # store rows lent to `put` tensors for this call
-        self.counts = [0, 0, 0, 0, 0, 0]  # requested, from_cache, shared, leaves, hits, misses
+# Built-in operators whose kernel is not the same function on every element: PyTorch's
+# pow runs the vectorised pow on contiguous runs and the scalar std::pow elsewhere (a
+# strided data column, a 0-dim scalar, the tail of a row), which differ in the last
+# bit. Their nodes are computed one at a time on operands laid out as the plain
+# evaluation lays them out (a column of X, a row, a 0-dim scalar): the same bits.
+_ONE_AT_A_TIME = frozenset({"pow"})
 
 
-def _walk_memoized(batch: _Batch, exprs, fp, entries, n_features: int, n_rows: int) -> None:
-    """Hash-cons ``exprs`` into ``batch``, taking known sub-trees from the cache entries.
-
-    The hot loop of the search, hence one specialised function with everything local.
-    """
-    val, info, groups, external = batch.val, batch.info, batch.groups, batch.external
-    index = {}
-    index_get, entries_get, touch, groups_get = index.get, entries.get, entries.move_to_end, groups.get
-    append_val, append_info = val.append, info.append
-    from_cache = shared = leaves = hits = misses = 0
-
-    def visit(node):
-        nonlocal from_cache, shared, leaves, hits, misses
-        key = node.key
-        i = index_get(key)
-        if i is not None:
-            shared += node.size
-            return i
-        i = len(val)
-        index[key] = i
-        op = node.op
-        if op is None:
-            leaves += 1
-            feature = node.feature
-            if feature is None:
-                append_val(node.value)
-                append_info(1)
-            elif feature < n_features:
-                append_val(feature)  # the store's pinned row of that column
-                append_info(0)
-            else:
-                raise ValueError(f"formula uses x{feature} but X has {n_features} column(s)")
-            return i
-        full_key = (fp, key)
-        value = entries_get(full_key)
-        if value is not None:
-            cls = type(value)
-            if cls is int or cls is float or value.ndim == 0 or value.shape == (n_rows,):
-                touch(full_key)
-                hits += 1
-                from_cache += node.size
-                append_val(value)
-                if cls is int:
-                    append_info(0)
-                elif cls is float:
-                    append_info(1)
-                else:  # a tensor stored with `put`
-                    append_info(1 if value.ndim == 0 else 0)
-                    external.append(i)
-                return i
-        misses += 1
-        append_val(None)  # reserves id i: a parent's id comes before its children's
-        append_info(0)
-        children = node.children
-        c0 = visit(children[0])
-        a = info[c0]
-        if len(children) == 1:
-            c1 = -1
-            pattern = a & 1
-            this = a + 2  # one level up; scalar iff the child is
-        else:
-            c1 = visit(children[1])
-            b = info[c1]
-            pattern = 2 + ((a & 1) << 1) + (b & 1)
-            this = ((((a if a > b else b) >> 1) + 1) << 1) | (a & b & 1)
-            if pattern == _SR and op.commutative:  # c + x as x + c: one group fewer, same bits
-                c0, c1, pattern = c1, c0, _RS
-        info[i] = this
-        gk = (this >> 1, op.name, pattern)
-        group = groups_get(gk)
-        if group is None:
-            groups[gk] = group = [op, [], [], [], []]
-        group[1].append(i)
-        group[2].append(c0)
-        group[3].append(c1)
-        group[4].append(key)
-        return i
-
-    requested = 0
-    roots = batch.roots
-    for e in exprs:
-        roots.append(visit(e))
-        requested += e.size
-    batch.counts = [requested, from_cache, shared, leaves, hits, misses]
+def _out_function(op):
+    """A built-in operator's ``out=`` function, or None (any other operator)."""
+    return _OUT_FUNCTIONS.get(op.name) if BUILTIN_OPERATORS.get(op.name) is op else None
 
 
-def _walk_plain(batch: _Batch, exprs, n_features: int, n_rows: int, constants, memoize: bool,
-                fp=None, entries=None) -> None:
-    """Build the DAG node by node (``memoize=False``), or, on the constants path, with
-    only the constant-free sub-trees shared between formulas and taken from the cache
-    ``entries`` (when given)."""
-    val, info, groups, counts = batch.val, batch.info, batch.groups, batch.counts
-    index = {}
-    row_shape = (n_rows,)
-    has_constant = _CONSTANT_IN_KEY.search
-    const_iter = None
-
-    def visit(node):
-        key = node.key
-        shareable = memoize and has_constant(key) is None
-        if shareable:
-            i = index.get(key)
-            if i is not None:
-                counts[2] += node.size
-                return i
-        i = len(val)
-        if shareable:
-            index[key] = i
-        op = node.op
-        if op is not None and shareable and entries is not None:
-            value = entries.get((fp, key))
-            if type(value) is int or (isinstance(value, torch.Tensor) and value.shape == row_shape):
-                entries.move_to_end((fp, key))
-                counts[4] += 1
-                counts[1] += node.size
-                val.append(value)
-                info.append(0)
-                return i
-            counts[5] += 1
-        if op is None:
-            counts[3] += 1
-            feature = node.feature
-            if feature is None:
-                val.append(next(const_iter) if constants is not None else node.value)
-                info.append(1)
-            elif feature < n_features:
-                val.append(feature)
-                info.append(0)
-            else:
-                raise ValueError(f"formula uses x{feature} but X has {n_features} column(s)")
-            return i
-        val.append(None)
-        info.append(0)
-        c0 = visit(node.children[0])
-        a = info[c0]
-        if op.arity == 1:
-            c1, pattern, this = -1, a & 1, a + 2
-        else:
-            c1 = visit(node.children[1])
-            b = info[c1]
-            pattern = 2 + ((a & 1) << 1) + (b & 1)
-            this = ((((a if a > b else b) >> 1) + 1) << 1) | (a & b & 1)
-        info[i] = this
-        group = groups.setdefault((this >> 1, op.name, pattern), [op, [], [], [], []])
-        group[1].append(i)
-        group[2].append(c0)
-        group[3].append(c1)
-        group[4].append(key if shareable else None)
-        return i
-
-    requested = 0
-    for f, e in enumerate(exprs):
-        if constants is not None:
-            const_iter = iter(constants[f])
-        batch.roots.append(visit(e))
-        requested += e.size
-    counts[0] = requested
-
-
-def _apply(op, args, dest: torch.Tensor) -> None:
-    """``dest[:] = op(*args)``: a built-in operator writes in place (``out=``), any other
-    operator runs its own function and is copied (broadcast to ``dest``'s shape)."""
-    fast = _OUT_FUNCTIONS.get(op.name) if BUILTIN_OPERATORS.get(op.name) is op else None
+def _apply(op, fast, args, dest: torch.Tensor) -> None:
+    """``dest[:] = op(*args)``: a built-in operator (``fast``, its `_out_function`) writes
+    in place, any other operator runs its own function and is copied (broadcast)."""
     if fast is not None:
         fast(*args, out=dest)
     else:
         dest.copy_(op.fn(*args).expand(dest.shape))
+
+
+def _long_tensor(values: list, device) -> torch.Tensor:
+    """``torch.tensor(values, dtype=torch.long)``, 3-4x faster for long lists (through
+    an ``array``, whose conversion from a list runs in C)."""
+    t = torch.frombuffer(array("q", values), dtype=torch.long) if values else torch.empty(0, dtype=torch.long)
+    return t if t.device == device else t.to(device)
 
 
 def _as_data(X, dtype, device) -> torch.Tensor:
@@ -371,12 +230,12 @@ class IncrementalEvaluator:
         if not exprs:
             return self.X.new_empty(shape) if out is None else out
         store = self._store()
-        batch = _Batch()
+        dag = SubtreeDag()
         if self.cache is not None:
-            _walk_memoized(batch, exprs, self.fingerprint, self.cache._entries, self.n_features, self.n_rows)
+            build_memoized(dag, exprs, self.fingerprint, self.cache._entries, self.n_features, self.n_rows)
         else:
-            _walk_plain(batch, exprs, self.n_features, self.n_rows, None, memoize=False)
-        return self._execute(batch, store, out)
+            build_plain(dag, exprs, self.n_features, None, memoize=False)
+        return self._execute(dag, store, out)
 
     def evaluate_with_constants(self, exprs: Sequence[Expression],
                                 constants: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -407,156 +266,53 @@ class IncrementalEvaluator:
         if not exprs:
             return self.X.new_empty((0, self.n_rows))
         store = self._store()
-        batch = _Batch()
+        dag = SubtreeDag()
         entries = self.cache._entries if self.cache is not None else None
-        _walk_plain(batch, exprs, self.n_features, self.n_rows, per_formula, self.memoize, self.fingerprint,
-                    entries)
-        return self._execute_autograd(batch, store)
+        build_plain(dag, exprs, self.n_features, per_formula, self.memoize, self.fingerprint, entries,
+                    self.n_rows)
+        return self._execute_autograd(dag, store)
 
     # --- computing, no grad -------------------------------------------------------------------
-    def _execute(self, batch: _Batch, store: RowStore, out: torch.Tensor | None) -> torch.Tensor:
-        """Compute the groups level by level: per level one gather per operand position
-        (for all its groups at once), then one operator call per group on slices of it,
-        writing into the group's store rows."""
-        val, groups = batch.val, batch.groups
-        dtype, device, n_rows = self.dtype, self.device, self.n_rows
-        levels: dict = {}
-        for gk in groups:
-            levels.setdefault(gk[0], []).append(gk)
-        n_new = sum(len(groups[gk][1]) for gk in groups if gk[2] != _S and gk[2] != _SS)
-        store.reserve(n_new + len(batch.external))
-        self._copy_external(batch, store)
-        plans, flat = [], []
-        max_a = max_b = 0
-        for level in sorted(levels):
-            plan = self._plan_level(levels[level], groups, val, store, flat)
-            plans.append(plan)
-            max_a, max_b = max(max_a, sum(plan[2])), max(max_b, sum(plan[4]))
-        index = torch.tensor(flat, dtype=torch.long, device=device)
-        g_a, g_b, scratch = self._reserve(max(max_a, max_b))  # a level's rows number max_a
+    def _execute(self, dag: SubtreeDag, store: RowStore, out: torch.Tensor | None) -> torch.Tensor:
+        """Compute the groups level by level: per level one gather per operand kind (for
+        all its groups at once), then one operator call per group on slices of it, writing
+        into the group's store rows (row values) or slots of one scalar vector."""
+        groups, n_rows = dag.groups, self.n_rows
+        order = sorted(groups)  # by level
+        store.reserve(sum(len(groups[gk]) >> 2 for gk in order if gk[2] != S and gk[2] != SS)
+                      + len(dag.external))
+        self._copy_external(dag, store)
+        n_known = len(dag.scalars)
+        plans, flat, fresh = [], [], _Fresh(n_known)
+        start = 0
+        while start < len(order):
+            end, level = start, order[start][0]
+            while end < len(order) and order[end][0] == level:
+                end += 1
+            plans.append(_plan_level(order[start:end], dag, store, flat, fresh))
+            start = end
+        index = _long_tensor(flat, self.device)
+        # Known scalars, then a slot for each scalar to compute (frombuffer refuses an empty buffer).
+        scalars = torch.frombuffer(array("d", dag.scalars + [0.0] * (fresh.slot - n_known)) or array("d", [0.0]),
+                                   dtype=torch.float64).to(self.dtype).to(self.device)
+        g_a, g_b, scratch = self._reserve(max((max(p[1], p[3]) for p in plans), default=0))
         buffer = store.buffer  # fixed from here on: the store does not grow below
-        new_scalars = []
-        for row_groups, a_at, a_sizes, b_at, b_sizes, firsts, n_scratch, d_at, scalar_groups in plans:
-            if row_groups:
-                n_a, n_b = sum(a_sizes), sum(b_sizes)
-                a_parts = torch.index_select(buffer, 0, index[a_at:a_at + n_a], out=g_a[:n_a]).split(a_sizes)
-                b_parts = (torch.index_select(buffer, 0, index[b_at:b_at + n_b], out=g_b[:n_b]).split(b_sizes)
-                           if n_b else ())
-                d_parts, at = [], 0
-                for first, k in zip(firsts, a_sizes):  # a group's own rows if contiguous, else scratch
-                    if first >= 0:
-                        d_parts.append(buffer[first:first + k])
-                    else:
-                        d_parts.append(scratch[at:at + k])
-                        at += k
-                s_ids = [j for gk in row_groups if gk[2] == _RS or gk[2] == _SR
-                         for j in groups[gk][3 if gk[2] == _RS else 2]]
-                s_parts = (torch.tensor([val[j] for j in s_ids], dtype=dtype, device=device).unsqueeze(1)
-                           .split([len(groups[gk][1]) for gk in row_groups if gk[2] == _RS or gk[2] == _SR])
-                           if s_ids else ())
-                ia = ib = js = 0
-                for gk, d in zip(row_groups, d_parts):
-                    op, pattern = groups[gk][0], gk[2]
-                    a = a_parts[ia]
-                    ia += 1
-                    if pattern == _RR:
-                        args = (a, b_parts[ib])
-                        ib += 1
-                    elif pattern == _RS:
-                        args = (a, s_parts[js])
-                        js += 1
-                    elif pattern == _SR:
-                        args = (s_parts[js], a)
-                        js += 1
-                    else:
-                        args = (a,)
-                    _apply(op, args, d)
-                if n_scratch:
-                    buffer.index_copy_(0, index[d_at:d_at + n_scratch], scratch[:n_scratch])
-            if scalar_groups:
-                new_scalars.extend(self._scalar_level(scalar_groups, groups, val))
-
-        result = self._assemble(batch, buffer, out)
-        self._remember(batch, store, new_scalars)
-        node_rows = sum(len(g[1]) * (1 if gk[2] == _S or gk[2] == _SS else n_rows) for gk, g in groups.items())
-        self._count(batch, node_rows)
+        columns = [self.X[:, f] for f in range(self.n_features)]
+        for plan in plans:
+            _run_level(plan, buffer, scalars, index, g_a, g_b, scratch, columns)
+        result = self._assemble(dag, buffer, scalars, out)
+        self._remember(dag, store, fresh, scalars, n_known)
+        self._count(dag, fresh.n_rows_nodes * n_rows + fresh.slot - n_known)
         return result
 
-    @staticmethod
-    def _plan_level(level_groups, groups, val, store, flat) -> tuple:
-        """Give a level's row-valued nodes their store rows, and append to ``flat`` the
-        indices its gathers need (and the rows of groups whose rows are not one contiguous
-        run: those compute into scratch and are copied back with one ``index_copy_``)."""
-        row_groups = [gk for gk in level_groups if gk[2] != _S and gk[2] != _SS]
-        scalar_groups = [gk for gk in level_groups if gk[2] == _S or gk[2] == _SS]
-        a_at, a_sizes, b_sizes = len(flat), [], []
-        for gk in row_groups:  # operands that are rows: the first (the second for s op r) ...
-            g = groups[gk]
-            flat.extend([val[j] for j in (g[3] if gk[2] == _SR else g[2])])
-            a_sizes.append(len(g[1]))
-        b_at = len(flat)
-        for gk in row_groups:  # ... and the second of r op r
-            if gk[2] == _RR:
-                g = groups[gk]
-                flat.extend([val[j] for j in g[3]])
-                b_sizes.append(len(g[1]))
-        firsts, d_at, at = [], len(flat), 0
-        rows = store.take(sum(a_sizes)) if a_sizes else []  # ascending
-        for gk, k in zip(row_groups, a_sizes):
-            mine = rows[at:at + k]
-            at += k
-            ids = groups[gk][1]
-            for i, row in zip(ids, mine):
-                val[i] = row
-            if mine[-1] - mine[0] == k - 1:  # ascending and distinct: a contiguous run
-                firsts.append(mine[0])
-            else:
-                firsts.append(-1)
-                flat.extend(mine)
-        n_scratch = len(flat) - d_at
-        return row_groups, a_at, a_sizes, b_at, b_sizes, firsts, n_scratch, d_at, scalar_groups
-
-    def _scalar_level(self, scalar_groups, groups, val) -> list:
-        """Constant-only nodes of one level, on scalars as the plain evaluation computes
-        them; returns their (key, value) pairs."""
-        dtype, device = self.dtype, self.device
-        sizes = [len(groups[gk][1]) for gk in scalar_groups]
-        firsts = torch.tensor([val[j] for gk in scalar_groups for j in groups[gk][2]], dtype=dtype,
-                              device=device).split(sizes)
-        seconds_ids = [j for gk in scalar_groups if gk[2] == _SS for j in groups[gk][3]]
-        seconds = (torch.tensor([val[j] for j in seconds_ids], dtype=dtype, device=device)
-                   .split([len(groups[gk][1]) for gk in scalar_groups if gk[2] == _SS]) if seconds_ids else ())
-        results = torch.empty(sum(sizes), dtype=dtype, device=device)
-        js = 0
-        for gk, a, d in zip(scalar_groups, firsts, results.split(sizes)):
-            if gk[2] == _SS:
-                _apply(groups[gk][0], (a, seconds[js]), d)
-                js += 1
-            else:
-                _apply(groups[gk][0], (a,), d)
-        values = results.tolist()
-        pairs = []
-        it = iter(values)
-        for gk in scalar_groups:
-            ids, keys = groups[gk][1], groups[gk][4]
-            for i, key in zip(ids, keys):
-                v = next(it)
-                val[i] = v
-                if key is not None:
-                    pairs.append((key, v))
-        return pairs
-
-    def _copy_external(self, batch: _Batch, store: RowStore) -> None:
-        """Tensors someone stored with `put` join this call as store rows or floats."""
-        val = batch.val
-        for i in batch.external:
-            if val[i].ndim == 0:
-                val[i] = float(val[i])
-            else:
-                row = store.take(1)[0]
-                store.buffer[row] = val[i]
-                val[i] = row
-                batch.borrowed.append(row)
+    def _copy_external(self, dag: SubtreeDag, store: RowStore) -> None:
+        """Row tensors someone stored with `put` join this call as store rows."""
+        val = dag.val
+        for i in dag.external:
+            row = store.take(1)[0]
+            store.buffer[row] = val[i]
+            val[i] = row
+            dag.borrowed.append(row)
 
     def _reserve(self, k: int) -> list:
         """The reused operand and result buffers, grown (by doubling) to ``k`` rows."""
@@ -565,55 +321,70 @@ class IncrementalEvaluator:
             self._buffers = [self.X.new_empty((k, self.n_rows)) for _ in range(3)]
         return self._buffers
 
-    def _assemble(self, batch: _Batch, buffer: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
-        val, info, roots = batch.val, batch.info, batch.roots
-        index = torch.tensor([0 if info[r] & 1 else val[r] for r in roots], dtype=torch.long, device=self.device)
+    def _assemble(self, dag: SubtreeDag, buffer: torch.Tensor, scalars: torch.Tensor,
+                  out: torch.Tensor | None) -> torch.Tensor:
+        """The roots' rows (one gather); scalar roots broadcast from their slots."""
+        val, info = dag.val, dag.info
+        rows, scalar_at = [], []
+        for j, r in enumerate(dag.roots):
+            if info[r] & 1:
+                rows.append(0)
+                scalar_at.append(j)
+            else:
+                rows.append(val[r])
+        index = _long_tensor(rows, self.device)
         if out is None:
             out = buffer.index_select(0, index)
         else:
             torch.index_select(buffer, 0, index, out=out)
-        for j, r in enumerate(roots):
-            if info[r] & 1:
-                out[j] = val[r]
+        if scalar_at:
+            roots = dag.roots
+            slots = torch.tensor([val[roots[j]] for j in scalar_at], dtype=torch.long, device=self.device)
+            out.index_copy_(0, torch.tensor(scalar_at, dtype=torch.long, device=self.device),
+                            scalars.index_select(0, slots).unsqueeze(1).expand(len(scalar_at), self.n_rows))
         return out
 
-    def _remember(self, batch: _Batch, store: RowStore, new_scalars: list) -> None:
+    def _remember(self, dag: SubtreeDag, store: RowStore, fresh: "_Fresh", scalars: torch.Tensor,
+                  n_known: int) -> None:
         """Enter the computed values in the cache; give back the store rows not kept."""
-        val, groups = batch.val, batch.groups
-        unused = batch.borrowed
-        new_rows = []
-        for gk, (op, ids, c0, c1, keys) in groups.items():
-            if gk[2] != _S and gk[2] != _SS:
-                new_rows.extend(zip(keys, [val[i] for i in ids]))
+        unused = dag.borrowed
         cache = self.cache
         if cache is None:
-            unused.extend(row for _, row in new_rows)
+            unused.extend(fresh.rows)
         else:
-            unused.extend(cache._insert_many(self.fingerprint, new_rows, store.row_bytes))
-            cache._insert_many(self.fingerprint, new_scalars, store.buffer.element_size())
+            keys, rows = fresh.row_keys, fresh.rows
+            if None in keys:  # not to be cached (a `put` value of another shape holds the key)
+                unused.extend(row for key, row in zip(keys, rows) if key is None)
+                keys, rows = _without_none(keys, rows)
+            unused.extend(cache._enter_new(keys, rows, store.row_bytes))
+            if fresh.scalar_keys:
+                keys, values = fresh.scalar_keys, scalars[n_known:].tolist()
+                if None in keys:
+                    keys, values = _without_none(keys, values)
+                cache._enter_new(keys, values, scalars.element_size())
         if unused:
             store.free.extend(unused)
 
-    def _count(self, batch: _Batch, node_rows: int) -> None:
-        requested, from_cache, shared, leaves, hits, misses = batch.counts
-        computed = sum(len(g[1]) for g in batch.groups.values())
+    def _count(self, dag: SubtreeDag, node_rows: int) -> None:
+        requested, from_cache, shared, leaves, hits, misses, again = dag.counts
         c = self.counters
-        c.formulas += len(batch.roots)
+        c.nodes_from_cache_again += again
+        c.formulas += len(dag.roots)
         c.nodes_requested += requested
         c.nodes_from_cache += from_cache
         c.nodes_shared += shared
         c.leaves_loaded += leaves
-        c.nodes_computed += computed
+        c.nodes_computed += dag.nodes_computed
         c.node_rows_computed += node_rows
-        c.tensor_calls += len(batch.groups)
+        c.tensor_calls += len(dag.groups)
         if self.cache is not None:
             self.cache._stats.hits += hits
             self.cache._stats.misses += misses
 
     # --- computing with grad ------------------------------------------------------------------
-    def _execute_autograd(self, batch: _Batch, store: RowStore) -> torch.Tensor:
+    def _execute_autograd(self, dag: SubtreeDag, store: RowStore) -> torch.Tensor:
         """The constants path: functional tensor calls, so that autograd sees them."""
-        val, info, groups = batch.val, batch.info, batch.groups
+        val, info, groups, sc = dag.val, dag.info, dag.groups, dag.scalars
         dtype, device, n_rows = self.dtype, self.device, self.n_rows
         buffer = store.buffer
         stack = torch.stack
@@ -623,46 +394,222 @@ class IncrementalEvaluator:
             return stack([buffer[val[j]] if type(val[j]) is int else val[j] for j in ids])
 
         def scalars(ids):
-            vs = [val[j] for j in ids]
+            vs = [sc[val[j]] for j in ids]
             if all(type(v) is float for v in vs):
                 return torch.tensor(vs, dtype=dtype, device=device)
             return stack([torch.as_tensor(v, dtype=dtype, device=device) for v in vs])
 
-        new_rows = []
+        new_keys, new_parts = [], []
         for gk in sorted(groups, key=lambda g: g[0]):
-            op, ids, c0, c1, keys = groups[gk]
+            op, ids, c0, c1, keys = group_columns(groups[gk])
             pattern, k = gk[2], len(ids)
-            if pattern == _R:
+            if pattern == R:
                 res = op.fn(rows(c0))
-            elif pattern == _S:
+            elif pattern == S:
                 res = op.fn(scalars(c0))
-            elif pattern == _RR:
+            elif pattern == RR:
                 res = op.fn(rows(c0), rows(c1))
-            elif pattern == _RS:
+            elif pattern == RS:
                 res = op.fn(rows(c0), scalars(c1).unsqueeze(1))
-            elif pattern == _SR:
+            elif pattern == SR:
                 res = op.fn(scalars(c0).unsqueeze(1), rows(c1))
             else:
                 res = op.fn(scalars(c0), scalars(c1))
-            scalar_out = pattern == _S or pattern == _SS
-            parts = (res.expand(k) if scalar_out else res.expand(k, n_rows)).unbind(0)
-            node_rows += k if scalar_out else k * n_rows
-            for i, part, key in zip(ids, parts, keys):
-                val[i] = part
-                if key is not None and not scalar_out:
-                    new_rows.append((key, part))
+            if pattern == S or pattern == SS:
+                node_rows += k
+                for i, part in zip(ids, res.expand(k).unbind(0)):
+                    val[i] = len(sc)
+                    sc.append(part)
+            else:
+                node_rows += k * n_rows
+                for i, part, key in zip(ids, res.expand(k, n_rows).unbind(0), keys):
+                    val[i] = part
+                    if key is not None:
+                        new_keys.append(key)
+                        new_parts.append(part)
 
         out = stack([(buffer[val[r]] if type(val[r]) is int else val[r]) if not info[r] & 1
-                     else torch.as_tensor(val[r], dtype=dtype, device=device).expand(n_rows)
-                     for r in batch.roots])
-        if self.cache is not None and new_rows:
+                     else torch.as_tensor(sc[val[r]], dtype=dtype, device=device).expand(n_rows)
+                     for r in dag.roots])
+        if self.cache is not None and new_keys:
             # Constant-free sub-trees do not depend on the constants: keep them.
-            store.reserve(len(new_rows))
-            taken = store.take(len(new_rows))
+            store.reserve(len(new_keys))
+            taken = store.take(len(new_keys))
             store.buffer.index_copy_(0, torch.tensor(taken, device=device),
-                                     stack([part.detach() for _, part in new_rows]))
-            refused = self.cache._insert_many(self.fingerprint, [(key, row) for (key, _), row
-                                                                 in zip(new_rows, taken)], store.row_bytes)
+                                     stack([part.detach() for part in new_parts]))
+            refused = self.cache._insert_many(zip(new_keys, taken), store.row_bytes)
             store.free.extend(refused)
-        self._count(batch, node_rows)
+        self._count(dag, node_rows)
         return out
+
+
+def _without_none(keys, values) -> tuple[list, list]:
+    pairs = [(k, v) for k, v in zip(keys, values) if k is not None]
+    return [k for k, _ in pairs], [v for _, v in pairs]
+
+
+class _Fresh:
+    """What one call computes: store rows and cache keys of the row-valued nodes, and of
+    the scalar ones (their slots run from ``n_known`` to ``slot``), in group order."""
+
+    __slots__ = ("slot", "rows", "row_keys", "scalar_keys", "n_rows_nodes")
+
+    def __init__(self, n_known: int):
+        self.slot, self.rows, self.row_keys, self.scalar_keys, self.n_rows_nodes = n_known, [], [], [], 0
+
+
+def _plan_level(level_groups, dag: SubtreeDag, store: RowStore, flat: list, fresh: _Fresh) -> tuple:
+    """Give a level's nodes their store rows or scalar slots, and append to ``flat`` the
+    indices its gathers need: the row operands (the first, then the second of r op r),
+    the scalar operands of mixed groups, the operands of scalar groups, and the rows of
+    groups whose rows are not one contiguous run (those compute into scratch and are
+    copied back with one ``index_copy_``)."""
+    groups, val = dag.groups, dag.val
+    row_groups, scalar_groups, singles = [], [], []
+    for gk in level_groups:
+        pattern = gk[2]
+        g = group_columns(groups[gk])
+        fast = _out_function(g[0])
+        if fast is not None and g[0].name in _ONE_AT_A_TIME:
+            singles.append(_plan_singles(pattern, g, fast, val, store, fresh))
+        else:
+            (scalar_groups if pattern == S or pattern == SS else row_groups).append((pattern, g[0], fast, g))
+    a_at, a_sizes = len(flat), []
+    for pattern, _, _, g in row_groups:  # operands that are rows: the first (the second for s op r) ...
+        flat.extend([val[j] for j in (g[3] if pattern == SR else g[2])])
+        a_sizes.append(len(g[1]))
+    b_at = len(flat)
+    for pattern, _, _, g in row_groups:  # ... and the second of r op r
+        if pattern == RR:
+            flat.extend([val[j] for j in g[3]])
+    s_at, s_sizes = len(flat), []
+    for pattern, _, _, g in row_groups:  # the scalar operand of r op s and s op r
+        if pattern == RS or pattern == SR:
+            flat.extend([val[j] for j in (g[3] if pattern == RS else g[2])])
+            s_sizes.append(len(g[1]))
+    n_a, n_b = sum(a_sizes), s_at - b_at
+    firsts, d_at = [], len(flat)
+    if row_groups:
+        rows = store.take(n_a)  # ascending
+        at = 0
+        for (_, _, _, g), k in zip(row_groups, a_sizes):
+            mine = rows[at:at + k]
+            at += k
+            for i, row in zip(g[1], mine):
+                val[i] = row
+            if mine[-1] - mine[0] == k - 1:  # ascending and distinct: a contiguous run
+                firsts.append(mine[0])
+            else:
+                firsts.append(-1)
+                flat.extend(mine)
+        fresh.rows.extend(rows)
+        for _, _, _, g in row_groups:
+            fresh.row_keys.extend(g[4])
+        fresh.n_rows_nodes += n_a
+    n_scratch = len(flat) - d_at
+    sa_at, sa_sizes = len(flat), []
+    for _, _, _, g in scalar_groups:
+        flat.extend([val[j] for j in g[2]])
+        sa_sizes.append(len(g[1]))
+    sb_at = len(flat)
+    for pattern, _, _, g in scalar_groups:
+        if pattern == SS:
+            flat.extend([val[j] for j in g[3]])
+    slot, slots = fresh.slot, []
+    for _, _, _, g in scalar_groups:
+        slots.append(slot)
+        for i in g[1]:
+            val[i] = slot
+            slot += 1
+        fresh.scalar_keys.extend(g[4])
+    fresh.slot = slot
+    return (row_groups, n_a, a_at, n_b, b_at, a_sizes, s_at, s_sizes, firsts, d_at, n_scratch,
+            scalar_groups, sa_at, sa_sizes, sb_at, slots, singles)
+
+
+def _plan_singles(pattern, g, fast, val, store: RowStore, fresh: _Fresh) -> tuple:
+    """A group of an `_ONE_AT_A_TIME` operator: its nodes' store rows or scalar slots,
+    and each operand as (is a row, row or slot)."""
+    op, ids, c0, c1, keys = g
+    a_row, b_row = pattern in (R, RR, RS), pattern in (RR, SR)
+    if pattern == S or pattern == SS:
+        dests = list(range(fresh.slot, fresh.slot + len(ids)))
+        fresh.slot += len(ids)
+        fresh.scalar_keys.extend(keys)
+    else:
+        dests = store.take(len(ids))
+        fresh.rows.extend(dests)
+        fresh.row_keys.extend(keys)
+        fresh.n_rows_nodes += len(ids)
+    a = [(a_row, val[j]) for j in c0]
+    b = [(b_row, val[j]) for j in c1] if pattern not in (R, S) else [None] * len(ids)
+    for i, d in zip(ids, dests):
+        val[i] = d
+    return fast, pattern != S and pattern != SS, a, b, dests
+
+
+def _run_singles(singles, buffer, scalars, columns) -> None:
+    """Compute `_plan_singles` groups node by node, each operand as the plain evaluation
+    has it: a data column as a column of X, a row, a scalar as a 0-dim tensor."""
+    n_pinned = len(columns)
+
+    def operand(ref):
+        is_row, at = ref
+        if not is_row:
+            return scalars[at]
+        return columns[at] if at < n_pinned else buffer[at]
+
+    for fast, row_out, a_refs, b_refs, dests in singles:
+        for a, b, d in zip(a_refs, b_refs, dests):
+            args = (operand(a),) if b is None else (operand(a), operand(b))
+            fast(*args, out=buffer[d] if row_out else scalars[d])
+
+
+def _run_level(plan, buffer, scalars, index, g_a, g_b, scratch, columns) -> None:
+    """Compute one planned level (see `_plan_level`); ``columns``: the data's columns as
+    the plain evaluation sees them (views of X)."""
+    (row_groups, n_a, a_at, n_b, b_at, a_sizes, s_at, s_sizes, firsts, d_at, n_scratch,
+     scalar_groups, sa_at, sa_sizes, sb_at, slots, singles) = plan
+    if singles:
+        _run_singles(singles, buffer, scalars, columns)
+    if row_groups:
+        a_parts = torch.index_select(buffer, 0, index[a_at:a_at + n_a], out=g_a[:n_a]).split(a_sizes)
+        b_parts = torch.index_select(buffer, 0, index[b_at:b_at + n_b], out=g_b[:n_b]).split_with_sizes(
+            [len(g[1]) for p, _, _, g in row_groups if p == RR]) if n_b else ()
+        s_parts = (scalars.index_select(0, index[s_at:s_at + sum(s_sizes)]).unsqueeze(1).split(s_sizes)
+                   if s_sizes else ())
+        ib = js = at = 0
+        for (pattern, op, fast, g), a, first in zip(row_groups, a_parts, firsts):
+            k = a.shape[0]
+            if first >= 0:  # a group's own rows if contiguous, else scratch
+                d = buffer[first:first + k]
+            else:
+                d = scratch[at:at + k]
+                at += k
+            if pattern == RR:
+                args = (a, b_parts[ib])
+                ib += 1
+            elif pattern == RS:
+                args = (a, s_parts[js])
+                js += 1
+            elif pattern == SR:
+                args = (s_parts[js], a)
+                js += 1
+            else:
+                args = (a,)
+            _apply(op, fast, args, d)
+        if n_scratch:
+            buffer.index_copy_(0, index[d_at:d_at + n_scratch], scratch[:n_scratch])
+    if scalar_groups:
+        n_sa = sum(sa_sizes)
+        a_parts = scalars.index_select(0, index[sa_at:sa_at + n_sa]).split(sa_sizes)
+        b_sizes = [len(g[1]) for p, _, _, g in scalar_groups if p == SS]
+        b_parts = scalars.index_select(0, index[sb_at:sb_at + sum(b_sizes)]).split(b_sizes) if b_sizes else ()
+        ib = 0
+        for (pattern, op, fast, g), a, slot in zip(scalar_groups, a_parts, slots):
+            if pattern == SS:
+                args = (a, b_parts[ib])
+                ib += 1
+            else:
+                args = (a,)
+            _apply(op, fast, args, scalars[slot:slot + a.shape[0]])

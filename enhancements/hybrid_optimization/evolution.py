@@ -40,6 +40,11 @@ from enhancements.hybrid_optimization.simplification import simplify_tree
 # keeps runs reproducible (see front.py).
 _SYMPY_PER_ITERATION = 4
 _TARGET_BATCH = 192
+# Soft-tree reseeding (two fits, ~1-2 s) follows an iteration once this many evaluations
+# (~4 s of search) have passed since the last one: with PySR's default iteration (~23,000
+# evaluations) that is every iteration, and short iterations do not spend most of their
+# time on fits. Counting evaluations, not seconds, keeps a seed's run reproducible.
+_RESEED_EVERY_EVALS = 20_000
 
 
 @dataclass
@@ -125,9 +130,13 @@ class Search:
         per_pop = int(math.ceil(_TARGET_BATCH / options.populations))
         self._per_step = max(self._n_evol, min(per_pop, options.population_size // 4))
         positive = [i for i in range(self.n_features) if bool((X[:, i] > 0).all())]
+        bind = getattr(options.soft_tree_proposer, "bind", None)
+        if bind is not None:
+            bind(X, y, weights, options)
         self.front = FrontKeeper(self.hof, options, self.mutator.is_valid, positive, self._check_early_stop)
         self._simplified: dict[str, Expression] = {}
         self._early_stop: str | None = None
+        self._reseeded_at = 0
         self.populations: list[Population] = []
         self.iteration = 0
         self._cycles_done = 0
@@ -224,14 +233,13 @@ class Search:
     def _initial_populations(self) -> None:
         opts = self.opts
         top = max(1, int(min(7, self.curmaxsize())))
+        seeds = self._soft_tree_seeds()
+        n_seed = min(len(seeds), int(round(opts.soft_tree_seed_fraction * opts.population_size)))
         exprs_by_pop = []
         for p in range(opts.populations):
             rng = self.pop_rngs[p]
-            exprs = []
-            n_seed = int(round(opts.soft_tree_seed_fraction * opts.population_size))
-            if n_seed and opts.soft_tree_proposer is not None:
-                exprs += [e for e in opts.soft_tree_proposer.seed(n_seed, rng)[:n_seed]
-                          if self.mutator.is_valid(e, opts.maxsize)]
+            # Seeds are dealt round-robin, so every seed is in some population (several if few).
+            exprs = [seeds[(p * n_seed + j) % len(seeds)] for j in range(n_seed)]
             while len(exprs) < opts.population_size:
                 for _ in range(10):
                     e = self.mutator.random_tree(rng, int(rng.integers(1, top + 1)))
@@ -249,6 +257,33 @@ class Search:
             for m in chunk:
                 self.stats.update(m.complexity)
         self.stats.normalize()
+
+    def _soft_tree_seeds(self) -> list[Expression]:
+        """The proposer's seed formulas that fit maxsize/maxdepth (one call for all populations:
+        its fits cost seconds, and every population can share them)."""
+        opts = self.opts
+        n_seed = int(round(opts.soft_tree_seed_fraction * opts.population_size))
+        if not n_seed or opts.soft_tree_proposer is None:
+            return []
+        seeds = opts.soft_tree_proposer.seed(n_seed * opts.populations, self.rng)
+        return [e for e in seeds[:n_seed * opts.populations] if self.mutator.is_valid(e, opts.maxsize)]
+
+    def _reseed(self) -> None:
+        """Fresh soft-tree fits replace the oldest members of every population (as many per
+        population as the initial seeding put in): a soft tree fit succeeds by chance, about
+        once in a few restarts, so the search keeps drawing new ones."""
+        self._check_budget()
+        seeds = self._soft_tree_seeds()
+        if not seeds:
+            return
+        members = [m for m in self._score_members(seeds) if math.isfinite(m.loss)]
+        n_seed = min(len(members), int(round(self.opts.soft_tree_seed_fraction * self.opts.population_size)))
+        for p, pop in enumerate(self.populations):
+            protect: set[int] = set()
+            for j in range(n_seed):
+                baby = members[(p * n_seed + j) % len(members)].copy(self._next_birth())
+                protect.add(self._replace_oldest(pop, baby, protect))
+                self.stats.update(baby.complexity)
 
     def _step(self, temperature: float) -> None:
         """One batch: ``_per_step`` mutations (or crossovers) in every population."""
@@ -337,6 +372,9 @@ class Search:
                 if math.isfinite(new.loss) and new.loss <= old.loss * (1 + 1e-12) + 1e-300:
                     new.birth = old.birth
                     self.populations[p].members[i] = new
+        if opts.soft_tree_reseed and self.n_evals - self._reseeded_at >= _RESEED_EVERY_EVALS:
+            self._reseeded_at = self.n_evals
+            self._reseed()
         self._migrate()
         self.front.simplify(self._score_members, _SYMPY_PER_ITERATION)
         self.front.polish(self._score_members)

@@ -60,8 +60,9 @@ class PySRRegressor(RegressorMixin, BaseEstimator):
     ``PYSR_DIFFERENCES`` there for where they differ. Extra parameters: ``linear_scaling``
     (score each formula as a*f+b with closed-form a, b), ``memoize`` (sub-expression
     cache on/off), ``device``, ``soft_tree_proposer`` / ``weight_soft_tree`` /
-    ``soft_tree_seed_fraction`` (the soft-tree hook), and ``optimizer_probability`` (an alias
-    of PySR's ``optimize_probability``).
+    ``soft_tree_seed_fraction`` / ``soft_tree_reseed`` (soft trees in the search, see
+    `enhancements.hybrid_optimization.hybrid`), and ``optimizer_probability`` (an alias of
+    PySR's ``optimize_probability``).
     """
 
     def __init__(self, model_selection="best", *, binary_operators=None, unary_operators=None,
@@ -81,7 +82,8 @@ class PySRRegressor(RegressorMixin, BaseEstimator):
                  perturbation_factor=0.129, probability_negate_constant=0.00743, tournament_selection_n=15,
                  tournament_selection_p=0.982, batching=False, random_state=None, precision=64, verbosity=1,
                  progress=True, linear_scaling=True, memoize=True, device=None, weight_soft_tree=0.0,
-                 soft_tree_seed_fraction=0.0, soft_tree_proposer=None, optimizer_probability=None):
+                 soft_tree_seed_fraction=0.1, soft_tree_reseed=True, soft_tree_proposer=None,
+                 optimizer_probability=None):
         self.model_selection = model_selection
         self.binary_operators = binary_operators
         self.unary_operators = unary_operators
@@ -146,6 +148,7 @@ class PySRRegressor(RegressorMixin, BaseEstimator):
         self.device = device
         self.weight_soft_tree = weight_soft_tree
         self.soft_tree_seed_fraction = soft_tree_seed_fraction
+        self.soft_tree_reseed = soft_tree_reseed
         self.soft_tree_proposer = soft_tree_proposer
         self.optimizer_probability = optimizer_probability
 
