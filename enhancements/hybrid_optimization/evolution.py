@@ -234,7 +234,7 @@ class Search:
         opts = self.opts
         top = max(1, int(min(7, self.curmaxsize())))
         seeds = self._soft_tree_seeds()
-        n_seed = min(len(seeds), int(round(opts.soft_tree_seed_fraction * opts.population_size)))
+        n_seed = min(len(seeds), self._seeds_per_population())
         exprs_by_pop = []
         for p in range(opts.populations):
             rng = self.pop_rngs[p]
@@ -258,11 +258,14 @@ class Search:
                 self.stats.update(m.complexity)
         self.stats.normalize()
 
+    def _seeds_per_population(self) -> int:
+        return int(round(self.opts.soft_tree_seed_fraction * self.opts.population_size))
+
     def _soft_tree_seeds(self) -> list[Expression]:
         """The proposer's seed formulas that fit maxsize/maxdepth (one call for all populations:
         its fits cost seconds, and every population can share them)."""
         opts = self.opts
-        n_seed = int(round(opts.soft_tree_seed_fraction * opts.population_size))
+        n_seed = self._seeds_per_population()
         if not n_seed or opts.soft_tree_proposer is None:
             return []
         seeds = opts.soft_tree_proposer.seed(n_seed * opts.populations, self.rng)
@@ -277,7 +280,7 @@ class Search:
         if not seeds:
             return
         members = [m for m in self._score_members(seeds) if math.isfinite(m.loss)]
-        n_seed = min(len(members), int(round(self.opts.soft_tree_seed_fraction * self.opts.population_size)))
+        n_seed = min(len(members), self._seeds_per_population())
         for p, pop in enumerate(self.populations):
             protect: set[int] = set()
             for j in range(n_seed):

@@ -4,7 +4,8 @@ A proposer is any object with ``seed`` and ``propose`` (and optionally ``bind``,
 the search calls once with the data before anything else); pass it as
 ``soft_tree_proposer``, or leave it None for `TrainedSoftTreeProposer`.
 ``soft_tree_seed_fraction`` of each population is taken from its seeds, at the start and
-(``soft_tree_reseed``) again after every iteration, replacing the oldest members;
+(``soft_tree_reseed``) again every 20,000 evaluations (every iteration with PySR's
+defaults), replacing the oldest members;
 ``weight_soft_tree`` is its mutation's weight.
 
 `TrainedSoftTreeProposer` is the one the project ships: its seeds are the formulas of
@@ -27,6 +28,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from pysr_baseline.constant_fitting import linear_scaling, normalized_mse
 from pysr_baseline.expression import Expression
 
 
@@ -193,17 +195,13 @@ class TrainedSoftTreeProposer:
         X, y = self.X[self._rows], self.y[self._rows]
         w = None if self.weights is None else self.weights[self._rows]
         with torch.no_grad():
-            f = expr.evaluate(X)
+            f = expr.evaluate(X).expand_as(y)
             if not torch.isfinite(f).all():
                 return None
             roots = [y]
-            ww = torch.ones_like(y) if w is None else w
-            mf, my = (ww * f).sum() / ww.sum(), (ww * y).sum() / ww.sum()
-            var = (ww * (f - mf) ** 2).sum()
-            if float(var) > 1e-300:
-                a = (ww * (f - mf) * (y - my)).sum() / var
-                if float(a.abs()) > 1e-12 and abs(float(a) - 1) + abs(float(my - a * mf)) > 1e-9:
-                    roots.append((y - (my - a * mf)) / a)
+            a, b = (float(v) for v in linear_scaling(f, y, w))  # a = 0 for a constant f
+            if abs(a) > 1e-12 and abs(a - 1) + abs(b) > 1e-9:
+                roots.append((y - b) / a)
         proposals = []
         for root in roots:
             new = self._fit_subtree(expr, index, X, root, w, rng)
@@ -231,8 +229,6 @@ class TrainedSoftTreeProposer:
 
 def _scaled_nmse(expr: Expression, X: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None) -> float:
     """Normalized MSE of the best a*expr+b (inf if expr is not finite on X)."""
-    from pysr_baseline.constant_fitting import linear_scaling, normalized_mse
-
     with torch.no_grad():
         f = expr.evaluate(X).expand_as(y)
         if not torch.isfinite(f).all():

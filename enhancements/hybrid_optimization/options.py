@@ -46,7 +46,7 @@ PYSR_DIFFERENCES = {
                        "iteration, variables with positive data declared positive).",
     "optimizer_probability": "accepted as an alias of PySR's optimize_probability.",
     "soft_tree_seed_fraction": "new, default 0.1: a tenth of every population starts as (and, with "
-                               "soft_tree_reseed, after every iteration is replaced by) formulas of "
+                               "soft_tree_reseed, every 20,000 evaluations is replaced by) formulas of "
                                "OptimizedSymbolicTrainer fits at depths 2 and 3 with 8 restarts each. "
                                "Measured on the first 20 Feynman equations, 30 s each, seed 0: 9 solved "
                                "with seeding and reseeding, 8 with seeding only, 7 without.",
@@ -107,9 +107,9 @@ class Options:
     weight_randomize: float = 0.000502
     weight_simplify: float = 0.00209
     weight_optimize: float = 0.0
-    weight_soft_tree: float = 0.0           # hybrid hook (issue 5 item 4); needs a soft_tree_proposer
+    weight_soft_tree: float = 0.0           # the residual soft-tree mutation (hybrid.py)
     soft_tree_seed_fraction: float = 0.1    # share of each population seeded by soft-tree fits (0: off)
-    soft_tree_reseed: bool = True           # with seeding: new soft-tree fits after every iteration
+    soft_tree_reseed: bool = True           # with seeding: new fits every 20,000 evaluations
     crossover_probability: float = 0.0259
     perturbation_factor: float = 0.129
     probability_negate_constant: float = 0.00743
@@ -134,7 +134,7 @@ class Options:
     progress: bool = True
     memoize: bool = True
     device: Any = None
-    soft_tree_proposer: Any = None          # hybrid hook: an object with .propose(...) (see hybrid.py)
+    soft_tree_proposer: Any = None          # .seed/.propose (hybrid.py); None: the shipped one if needed
     batching: bool = False
 
     # derived (filled in by __post_init__)
