@@ -66,6 +66,26 @@ def test_budgets_stop_the_search(budget, reason):
         assert result.elapsed < 0.5 + 3.0
 
 
+def test_timeout_holds_even_when_sympy_is_slow(monkeypatch):
+    """The last look at the front (sympy) fits inside timeout_in_seconds: sympy is made to
+    take its whole time limit on every call, which used to add seconds past the budget."""
+    import time
+
+    from enhancements.hybrid_optimization import front
+
+    def slow_sympy(expr, allowed, timeout, positive=()):
+        time.sleep(timeout)
+        return None
+
+    monkeypatch.setattr(front, "sympy_simplify", slow_sympy)
+    params = {**SMALL, "niterations": 10**6, "timeout_in_seconds": 2.0, "soft_tree_seed_fraction": 0.0}
+    start = time.perf_counter()
+    result = Search(X, Y, None, Options(random_state=0, **params)).run()
+    wall = time.perf_counter() - start
+    assert result.stop_reason == "timeout_in_seconds"
+    assert wall < 2.0 + 0.5
+
+
 def test_nan_producing_formulas_do_not_stop_the_search():
     Xn = torch.tensor(rng.uniform(-2, 2, (100, 1)))
     Yn = torch.sqrt(Xn[:, 0].abs()) + 1
@@ -89,7 +109,7 @@ class _Proposer:
     def __init__(self):
         self.calls = 0
 
-    def seed(self, n, rng):
+    def seed(self, n, rng, deadline=None):
         from pysr_baseline.expression import Expression
         return [Expression.parse("x0 * cos(x1) + 0.5 * x0")] * n
 

@@ -99,3 +99,11 @@ def test_search_with_the_shipped_proposer_is_seeded_and_reproducible():
     again = Search(X, y, None, Options(random_state=0, **small)).run()
     front = [(e.complexity, e.expr.key) for e in result.hall_of_fame.pareto_front()]
     assert front == [(e.complexity, e.expr.key) for e in again.hall_of_fame.pareto_front()]
+
+
+def test_seeding_starts_no_fit_after_its_deadline():
+    import time
+
+    proposer = _bound_proposer(X[:, 0] * X[:, 1] ** 2, seed_depths=(2,), n_restarts=2)
+    assert proposer.seed(10, np.random.default_rng(0), deadline=time.perf_counter() - 1.0) == []
+    assert proposer.seed(10, np.random.default_rng(0), deadline=time.perf_counter() + 60.0)

@@ -45,6 +45,11 @@ _TARGET_BATCH = 192
 # evaluations) that is every iteration, and short iterations do not spend most of their
 # time on fits. Counting evaluations, not seconds, keeps a seed's run reproducible.
 _RESEED_EVERY_EVALS = 20_000
+# Under timeout_in_seconds the search proper stops this share of the budget early (at
+# most this many seconds), which pays for the last look at the front (sympy, polish):
+# fit returns within the budget instead of a few seconds past it.
+_FINAL_LOOK_SHARE = 0.05
+_FINAL_LOOK_MAX_SECONDS = 2.0
 
 
 @dataclass
@@ -137,6 +142,7 @@ class Search:
         self._simplified: dict[str, Expression] = {}
         self._early_stop: str | None = None
         self._reseeded_at = 0
+        self._seed_seconds = 0.0  # how long the last soft-tree seeding took
         self.populations: list[Population] = []
         self.iteration = 0
         self._cycles_done = 0
@@ -177,6 +183,13 @@ class Search:
             self._early_stop = "early_stop_condition"
 
     def _deadline(self) -> float | None:
+        """When the search proper stops under ``timeout_in_seconds`` (None: no timeout): the
+        budget less the share kept for the last look at the front (see `_final_deadline`)."""
+        t = self.opts.timeout_in_seconds
+        return None if t is None else self._start + t - min(_FINAL_LOOK_SHARE * t, _FINAL_LOOK_MAX_SECONDS)
+
+    def _final_deadline(self) -> float | None:
+        """When the last look at the front must be done: the end of ``timeout_in_seconds``."""
         t = self.opts.timeout_in_seconds
         return None if t is None else self._start + t
 
@@ -184,7 +197,8 @@ class Search:
         opts = self.opts
         if self._early_stop is not None:
             raise _Stop(self._early_stop)
-        if opts.timeout_in_seconds is not None and time.perf_counter() - self._start >= opts.timeout_in_seconds:
+        deadline = self._deadline()
+        if deadline is not None and time.perf_counter() >= deadline:
             raise _Stop("timeout_in_seconds")
         if opts.max_evals is not None and self.n_evals >= opts.max_evals:
             raise _Stop("max_evals")
@@ -268,14 +282,20 @@ class Search:
         n_seed = self._seeds_per_population()
         if not n_seed or opts.soft_tree_proposer is None:
             return []
-        seeds = opts.soft_tree_proposer.seed(n_seed * opts.populations, self.rng)
+        start = time.perf_counter()
+        seeds = opts.soft_tree_proposer.seed(n_seed * opts.populations, self.rng, deadline=self._deadline())
+        self._seed_seconds = time.perf_counter() - start
         return [e for e in seeds[:n_seed * opts.populations] if self.mutator.is_valid(e, opts.maxsize)]
 
     def _reseed(self) -> None:
         """Fresh soft-tree fits replace the oldest members of every population (as many per
         population as the initial seeding put in): a soft tree fit succeeds by chance, about
-        once in a few restarts, so the search keeps drawing new ones."""
+        once in a few restarts, so the search keeps drawing new ones. Skipped when the
+        time left is shorter than the last seeding took."""
         self._check_budget()
+        deadline = self._deadline()
+        if deadline is not None and time.perf_counter() + self._seed_seconds > deadline:
+            return
         seeds = self._soft_tree_seeds()
         if not seeds:
             return
@@ -379,7 +399,7 @@ class Search:
             self._reseeded_at = self.n_evals
             self._reseed()
         self._migrate()
-        self.front.simplify(self._score_members, _SYMPY_PER_ITERATION)
+        self.front.simplify(self._score_members, _SYMPY_PER_ITERATION, self._deadline())
         self.front.polish(self._score_members)
         for pop in self.populations:
             for m in pop.members:
@@ -438,7 +458,7 @@ class Search:
         except _Stop as stop:
             reason = stop.reason
             # A last, short look for simpler equivalent forms of the front.
-            self.front.simplify(self._score_members, _SYMPY_PER_ITERATION)
+            self.front.simplify(self._score_members, _SYMPY_PER_ITERATION, self._final_deadline())
             self.front.polish(self._score_members)
         elapsed = time.perf_counter() - self._start
         return SearchResult(self.hof, self.populations, self.n_evals, self.iteration, elapsed, reason,

@@ -14,6 +14,7 @@ their simpler equals, which is what SRBench's exact-recovery check rewards.
 from __future__ import annotations
 
 import math
+import time
 from typing import Callable
 
 from pysr_baseline.expression import Expression
@@ -24,6 +25,8 @@ from enhancements.hybrid_optimization.simplification import simplify_top, simpli
 
 # Safety net only: sympy rarely stalls; the count budget (not time) keeps runs reproducible.
 SYMPY_TIMEOUT = 1.0
+# Less time than this left before a deadline: not worth starting sympy.
+_SYMPY_MIN_SECONDS = 0.05
 
 
 class FrontKeeper:
@@ -131,9 +134,10 @@ class FrontKeeper:
                 return
             score(candidates)
 
-    def simplify(self, score: Callable[[list], object], limit: int) -> None:
+    def simplify(self, score: Callable[[list], object], limit: int, deadline: float | None = None) -> None:
         """sympy on up to ``limit`` front entries not tried before, the most accurate first
-        (exactness is where a simpler form pays); the results are scored with ``score``."""
+        (exactness is where a simpler form pays); the results are scored with ``score``.
+        With a ``deadline`` (a `time.perf_counter` value) no sympy call runs past it."""
         if not self.opts.should_simplify:
             return
         found = []
@@ -143,9 +147,14 @@ class FrontKeeper:
             key = entry.expr.key
             if key in self._sympy_tried or entry.expr.op is None:
                 continue
+            timeout = SYMPY_TIMEOUT
+            if deadline is not None:
+                timeout = min(timeout, deadline - time.perf_counter())
+                if timeout < _SYMPY_MIN_SECONDS:
+                    break
             self._sympy_tried.add(key)
             limit -= 1
-            g = sympy_simplify(entry.expr, self.opts.by_name, SYMPY_TIMEOUT, self.positive)
+            g = sympy_simplify(entry.expr, self.opts.by_name, timeout, self.positive)
             if g is not None and g.key != key and self.is_valid(g, self.opts.maxsize):
                 found.append(g)
         if found:

@@ -23,6 +23,7 @@ seeding with reseeding solved 9, seeding once 8, no soft trees 7; the mutation a
 """
 from __future__ import annotations
 
+import time
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -34,8 +35,9 @@ from pysr_baseline.expression import Expression
 
 @runtime_checkable
 class SoftTreeProposer(Protocol):
-    def seed(self, n: int, rng: np.random.Generator) -> list[Expression]:
-        """Up to ``n`` formulas (discretised soft trees fitted to the data) to seed populations."""
+    def seed(self, n: int, rng: np.random.Generator, deadline: float | None = None) -> list[Expression]:
+        """Up to ``n`` formulas (discretised soft trees fitted to the data) to seed populations;
+        ``deadline`` (a `time.perf_counter` value, or None) is when the search must move on."""
 
     def propose(self, expr: Expression, index: int, rng: np.random.Generator) -> Expression | None:
         """``expr`` with the sub-tree at preorder ``index`` replaced by a discretised soft tree
@@ -172,14 +174,21 @@ class TrainedSoftTreeProposer:
         if self.X is None:
             raise RuntimeError("TrainedSoftTreeProposer.bind(X, y, weights, options) must be called first")
 
-    def seed(self, n: int, rng: np.random.Generator) -> list[Expression]:
-        """Up to ``n`` distinct formulas: each depth's chosen formula, then its restarts'."""
+    def seed(self, n: int, rng: np.random.Generator, deadline: float | None = None) -> list[Expression]:
+        """Up to ``n`` distinct formulas: each depth's chosen formula, then its restarts'.
+        Before the ``deadline``, a depth's fit starts only if the previous one would still
+        have ended in time (the first runs if any time is left)."""
         self._require_bound()
         found: dict[str, Expression] = {}
+        last = 0.0
         for depth in self.seed_depths:
             seed = int(rng.integers(2**31))
+            start = time.perf_counter()
+            if deadline is not None and start + last > deadline:
+                break
             for e in self._fit(self.X, self.y, self.weights, depth, self.n_restarts, self.n_epochs, seed):
                 found.setdefault(e.key, e)
+            last = time.perf_counter() - start
         return list(found.values())[:n]
 
     def propose(self, expr: Expression, index: int, rng: np.random.Generator) -> Expression | None:

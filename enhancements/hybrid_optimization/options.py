@@ -53,6 +53,9 @@ PYSR_DIFFERENCES = {
     "weight_soft_tree": "new, default 0: the residual soft-tree mutation (hybrid.py) costs ~0.3 s a "
                         "proposal; at weight 0.001 it solved nothing more on the first Feynman equations "
                         "and took longer to the solutions it shared.",
+    "timeout_in_seconds": "covers the whole search, its last look at the front included: the search "
+                          "proper stops 5% of the budget (at most 2 s) early, and no sympy call or "
+                          "soft-tree fit starts that would obviously end past the budget.",
     "threads": "the search runs with one torch thread (restored afterwards): its tensors are small, "
                "and idle-spinning threads cost ~10x on a busy 2-core machine.",
 }
