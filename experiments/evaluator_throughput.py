@@ -104,6 +104,20 @@ def check_equal(stream, X, capacity, max_bytes) -> bool:
     return ok
 
 
+def torch_call_seconds(stream, X, capacity, max_bytes) -> tuple[float, int]:
+    """Outside the timing: seconds (b) spends inside torch operators, and how many calls,
+    by `torch.profiler` (top-level operators; the profiler leaves out each call's Python
+    binding, so this is a floor). With every line of Python bookkeeping (building the
+    DAG, planning, the cache's dictionary) free, (b) would still take this long: (a)'s
+    time over it bounds the ratio an evaluator making these calls could reach."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        run_batched(stream, X, True, capacity, max_bytes)
+    top = [e for e in prof.events() if e.cpu_parent is None]
+    return sum(e.cpu_time_total for e in top) / 1e6, len(top)
+
+
 def _fmt_rate(x: float) -> str:
     return f"{x:,.0f}" if x < 1e6 else f"{x:.3g}"
 
@@ -143,6 +157,7 @@ def main(argv=None) -> None:
         runs["b0"].append(run_batched(stream, X, False, args.capacity, args.max_bytes))
         runs["b"].append(run_batched(stream, X, True, args.capacity, args.max_bytes))
     identical = check_equal(stream, X, args.capacity, args.max_bytes)
+    in_torch, n_calls = torch_call_seconds(stream, X, args.capacity, args.max_bytes)
 
     capacity, max_bytes = runs["b"][-1]["limits"]
     limit = "no byte limit" if max_bytes is None else f"{max_bytes / 2**20:.0f} MiB"
@@ -180,6 +195,11 @@ def main(argv=None) -> None:
     print(f"\n(b) computed {c.nodes_computed:,} of {c.nodes_requested:,} requested nodes in {c.tensor_calls:,} "
           f"operator calls; (a) computes {sum(e.size - _leaves(e) for p in stream for e in p):,} operator "
           f"nodes in as many calls. (b) values equal (a)'s, NaN/inf included: {'yes' if identical else 'NO'}.")
+    wall_a = statistics.median(sum(r["walls"]) for r in runs["a"])
+    wall_b = statistics.median(sum(r["walls"]) for r in runs["b"])
+    print(f"(b) inside torch calls (torch.profiler, a separate run): {in_torch:.3f} s in {n_calls:,} calls, "
+          f"{in_torch / wall_b:.0%} of its median wall time; with all Python bookkeeping free, (b) could reach "
+          f"at most {wall_a / in_torch:.1f}x (a).")
     s = runs["b"][-1]["cache"]
     print(f"Cache after (b): {s.entries:,} entries, hit rate {s.hit_rate:.1%} of lookups, {s.evictions:,} "
           f"evictions, {s.reserved_bytes / 2**20:.1f} MiB of rows touched by its row store. A population holds "
