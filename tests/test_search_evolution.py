@@ -128,3 +128,50 @@ def test_soft_tree_hook_seeds_and_mutates():
     assert proposer.calls > 0
     with pytest.raises(TypeError):
         Options(soft_tree_proposer=object(), weight_soft_tree=1.0)
+
+
+def test_a_proposer_without_seed_is_refused_only_when_seeding_is_on():
+    class ProposeOnly:
+        def propose(self, expr, index, rng):
+            return None
+
+    with pytest.raises(TypeError, match="seed"):
+        Options(soft_tree_proposer=ProposeOnly())                  # seeding is on by default
+    Options(soft_tree_proposer=ProposeOnly(), soft_tree_seed_fraction=0.0, weight_soft_tree=1.0)
+
+
+def _operators_used(result) -> set:
+    return {n.op.name for e in result.hall_of_fame.pareto_front() for n in e.expr.nodes() if n.op is not None}
+
+
+@pytest.mark.parametrize("binary, unary", [(["+", "-"], []), (["-", "/"], []), ([], ["sin", "exp"]),
+                                           (["*"], ["sin"])])
+def test_the_front_uses_only_the_given_operators(binary, unary):
+    """Linear scaling's a*f+b and the soft-tree seeds (which carry a*f+b) must not bring in
+    * or + when the user did not allow them (a constant formula used to crash the search)."""
+    params = {**SMALL, "binary_operators": binary, "unary_operators": unary, "niterations": 2}
+    result = Search(X, Y, None, Options(random_state=0, **params)).run()
+    allowed = set(Options(binary_operators=binary, unary_operators=unary).by_name)
+    assert result.hall_of_fame.pareto_front()
+    assert _operators_used(result) <= allowed
+
+
+def test_the_scaled_forms_keep_maxdepth_and_constraints():
+    y = X[:, 0] * X[:, 1] * X[:, 0] + 1
+    result = Search(X, y, None, Options(random_state=0, maxdepth=2, **SMALL)).run()
+    assert all(e.expr.depth <= 2 for e in result.hall_of_fame.pareto_front())
+    opts = Options(random_state=0, constraints={"*": (1, 1)}, **SMALL)
+    result = Search(X, y, None, opts).run()
+    assert all(opts.satisfies_constraints(e.expr) for e in result.hall_of_fame.pareto_front())
+
+
+def test_scoring_in_chunks_gives_the_same_scores(monkeypatch):
+    from enhancements.hybrid_optimization import scoring
+    from pysr_baseline.expression import Expression
+
+    exprs = [Expression.parse(s) for s in ("x0 * cos(x1)", "x0 + 1.5", "cos(x0) / x1", "x1", "2.0")]
+    whole = scoring.Scorer(X, Y, None, Options(**SMALL)).score(exprs)
+    monkeypatch.setattr(scoring, "_VALUES_PER_CALL", 2 * X.shape[0])   # two formulas per call
+    chunked = scoring.Scorer(X, Y, None, Options(**SMALL)).score(exprs)
+    for name in ("loss", "variant_loss", "a", "b"):
+        np.testing.assert_array_equal(getattr(whole, name), getattr(chunked, name))

@@ -107,3 +107,19 @@ def test_seeding_starts_no_fit_after_its_deadline():
     proposer = _bound_proposer(X[:, 0] * X[:, 1] ** 2, seed_depths=(2,), n_restarts=2)
     assert proposer.seed(10, np.random.default_rng(0), deadline=time.perf_counter() - 1.0) == []
     assert proposer.seed(10, np.random.default_rng(0), deadline=time.perf_counter() + 60.0)
+
+
+def test_seeds_drop_the_scaling_the_search_has_no_operator_for():
+    from enhancements.hybrid_optimization.hybrid import _unscaled
+
+    f = Expression.parse("2.5 * (x0 * x1) + 0.75")
+    assert _unscaled(f, {"mul", "add"}).key == f.key
+    assert _unscaled(f, {"mul"}).key == Expression.parse("2.5 * (x0 * x1)").key
+    assert _unscaled(f, set()).key == Expression.parse("x0 * x1").key
+    assert _unscaled(Expression.parse("2.0 / x0"), set()).key == Expression.parse("2.0 / x0").key  # not a scaling
+
+
+def test_seeds_fit_on_at_most_seed_rows_rows():
+    proposer = _bound_proposer(X[:, 0] * X[:, 1], seed_rows=40, seed_depths=(2,), n_restarts=2)
+    assert len(proposer._seed_at) == 40 and len(set(proposer._seed_at.tolist())) == 40
+    assert proposer.seed(5, np.random.default_rng(0))

@@ -285,7 +285,8 @@ class Search:
         start = time.perf_counter()
         seeds = opts.soft_tree_proposer.seed(n_seed * opts.populations, self.rng, deadline=self._deadline())
         self._seed_seconds = time.perf_counter() - start
-        return [e for e in seeds[:n_seed * opts.populations] if self.mutator.is_valid(e, opts.maxsize)]
+        return [e for e in seeds[:n_seed * opts.populations]
+                if self.mutator.is_valid(e, opts.maxsize) and self.mutator.uses_own_operators(e)]
 
     def _reseed(self) -> None:
         """Fresh soft-tree fits replace the oldest members of every population (as many per

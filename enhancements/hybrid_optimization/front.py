@@ -73,7 +73,8 @@ class FrontKeeper:
             built = self._materialize(f, k, av[k], bv[k])
             if built is not None:
                 cb = self.opts.complexity(built)
-                if cb <= maxsize and self.hof.consider(built, loss, cb, member):
+                # The added a and b may break maxdepth or a constraint even where f keeps them.
+                if cb <= maxsize and self.is_valid(built, maxsize) and self.hof.consider(built, loss, cb, member):
                     self.on_entry(loss, cb)
 
     def _form_complexity(self, f: Expression, c: float, k: int) -> float | None:
@@ -99,6 +100,9 @@ class FrontKeeper:
         """The formula a*f (k=1), f+b (k=2) or a*f+b (k=3) in the search's operators."""
         if not (math.isfinite(a) and math.isfinite(b)):
             return None
+        if f.is_constant:  # folds to a constant: needs neither * nor + among the operators
+            value = f.value * (a if k in (1, 3) else 1.0) + (b if k in (2, 3) else 0.0)
+            return Expression.const(value) if math.isfinite(value) else None
         out = f
         if k in (1, 3):
             out = simplify_top(Expression(self._mul, (Expression.const(a), out)))

@@ -114,31 +114,56 @@ def subtree_target(expr: Expression, index: int, X: torch.Tensor, target: torch.
     return target
 
 
+def _row_subset(n: int, k: int, seed: int) -> torch.Tensor:
+    """``k`` of ``n`` row indices (sorted; all of them when ``n <= k``), fixed by ``seed``."""
+    pick = np.random.default_rng(seed).choice(n, k, replace=False) if n > k else np.arange(n)
+    return torch.as_tensor(np.sort(pick))
+
+
+def _unscaled(expr: Expression, allowed: set) -> Expression:
+    """``expr`` without the outer scaling and offset (a constant factor or term) whose
+    operator is not in ``allowed``: f for a*f + b when + and * are not the search's."""
+    while expr.op is not None and expr.op.name not in allowed and len(expr.children) == 2:
+        left, right = expr.children
+        name = expr.op.name
+        if name in ("add", "sub", "mul") and left.is_constant != right.is_constant:
+            expr = right if left.is_constant else left
+        elif name == "div" and right.is_constant and not left.is_constant:  # f / c is a scaling, c / f is not
+            expr = left
+        else:
+            break
+    return expr
+
+
 class TrainedSoftTreeProposer:
     """Seeds and residual mutations from `OptimizedSymbolicTrainer` fits.
 
     ``seed_depths`` are the soft trees' depths for the seeds (one fit of ``n_restarts``
-    restarts each); ``mutation_depth``, ``mutation_restarts`` and ``mutation_epochs`` size
-    the small fits of one mutation, done on at most ``max_rows`` rows. The soft trees use
-    the search's operators.
+    restarts each), fitted on at most ``seed_rows`` rows (a fixed subset: a fit's cost grows
+    with the rows, and its formula's shape is what the search needs); ``mutation_depth``,
+    ``mutation_restarts`` and ``mutation_epochs`` size the small fits of one mutation, done
+    on at most ``max_rows`` rows. The soft trees use the search's operators; the scaling
+    a*f+b a fit's formula carries is dropped where the search lacks its operator (the
+    search's linear scaling puts it back).
 
         >>> proposer = TrainedSoftTreeProposer(seed_depths=(2, 3), n_restarts=8)
     """
 
     def __init__(self, seed_depths=(2, 3), n_restarts: int = 8, n_epochs: int = 200, mutation_depth: int = 2,
-                 mutation_restarts: int = 4, mutation_epochs: int = 80, max_rows: int = 256):
+                 mutation_restarts: int = 4, mutation_epochs: int = 80, max_rows: int = 256,
+                 seed_rows: int = 2000):
         depths = tuple(seed_depths)
         for d in depths + (mutation_depth,):
             if not isinstance(d, int) or isinstance(d, bool) or not 1 <= d <= 5:
                 raise ValueError(f"soft tree depths must be ints from 1 to 5, got {d!r}")
         for name, value in (("n_restarts", n_restarts), ("n_epochs", n_epochs),
                             ("mutation_restarts", mutation_restarts), ("mutation_epochs", mutation_epochs),
-                            ("max_rows", max_rows)):
+                            ("max_rows", max_rows), ("seed_rows", seed_rows)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         self.seed_depths, self.n_restarts, self.n_epochs = depths, n_restarts, n_epochs
         self.mutation_depth, self.mutation_restarts = mutation_depth, mutation_restarts
-        self.mutation_epochs, self.max_rows = mutation_epochs, max_rows
+        self.mutation_epochs, self.max_rows, self.seed_rows = mutation_epochs, max_rows, seed_rows
         self.X = self.y = self.weights = None
         self.n_proposals = self.n_fits = 0
 
@@ -146,18 +171,17 @@ class TrainedSoftTreeProposer:
         return (f"TrainedSoftTreeProposer(seed_depths={self.seed_depths}, n_restarts={self.n_restarts}, "
                 f"n_epochs={self.n_epochs}, mutation_depth={self.mutation_depth}, "
                 f"mutation_restarts={self.mutation_restarts}, mutation_epochs={self.mutation_epochs}, "
-                f"max_rows={self.max_rows})")
+                f"max_rows={self.max_rows}, seed_rows={self.seed_rows})")
 
     def bind(self, X: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None, options) -> None:
         """Keep the data and the search's operators (called by the search before seeding)."""
         self.X, self.y = X.detach().cpu().to(torch.float64), y.detach().cpu().to(torch.float64)
         self.weights = None if weights is None else weights.detach().cpu().to(torch.float64)
         self.binary, self.unary = tuple(options.binary), tuple(options.unary)
-        # The mutation's rows: a fixed subset, the same for every proposal (reproducible).
-        n = self.X.shape[0]
-        pick = np.random.default_rng(0).choice(n, self.max_rows, replace=False) if n > self.max_rows \
-            else np.arange(n)
-        self._rows = torch.as_tensor(np.sort(pick))
+        self._allowed = {op.name for op in self.binary + self.unary}
+        # The seeds' and the mutation's rows: fixed subsets, the same for every fit (reproducible).
+        self._seed_at = _row_subset(self.X.shape[0], self.seed_rows, seed=1)
+        self._rows = _row_subset(self.X.shape[0], self.max_rows, seed=0)
 
     def _fit(self, X, y, w, depth: int, n_restarts: int, n_epochs: int, seed: int) -> list[Expression]:
         from enhancements.dp_memoization.optimized_trainer import OptimizedSymbolicTrainer
@@ -186,7 +210,10 @@ class TrainedSoftTreeProposer:
             start = time.perf_counter()
             if deadline is not None and start + last > deadline:
                 break
-            for e in self._fit(self.X, self.y, self.weights, depth, self.n_restarts, self.n_epochs, seed):
+            X, y = self.X[self._seed_at], self.y[self._seed_at]
+            w = None if self.weights is None else self.weights[self._seed_at]
+            for e in self._fit(X, y, w, depth, self.n_restarts, self.n_epochs, seed):
+                e = _unscaled(e, self._allowed)
                 found.setdefault(e.key, e)
             last = time.perf_counter() - start
         return list(found.values())[:n]

@@ -62,6 +62,12 @@ class Mutator:
             return False
         return opts.satisfies_constraints(expr)
 
+    def uses_own_operators(self, expr: Expression) -> bool:
+        """Whether every operator of ``expr`` is one of the search's: formulas from outside
+        the mutations (a soft-tree proposer's) are checked before they join a population."""
+        by_name = self.opts.by_name
+        return all(n.op is None or n.op.name in by_name for n in expr.nodes())
+
     # --- random pieces ---------------------------------------------------------------------
     def random_leaf(self, rng) -> Expression:
         return random_leaf(rng, self.n_features)
@@ -187,7 +193,8 @@ class Mutator:
         if proposer is None:
             return None
         at = int(rng.integers(expr.size))
-        return proposer.propose(expr, at, rng)
+        new = proposer.propose(expr, at, rng)
+        return new if new is not None and self.uses_own_operators(new) else None
 
     # --- choosing and applying ------------------------------------------------------------
     def conditioned_weights(self, expr: Expression, curmaxsize: float) -> np.ndarray:

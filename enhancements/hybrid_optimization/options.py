@@ -215,8 +215,12 @@ class Options:
         self._check_constraints()
         self.loss = make_loss(self.elementwise_loss)
         self.stop_condition = make_stop_condition(self.early_stop_condition)
-        if self.soft_tree_proposer is not None and not hasattr(self.soft_tree_proposer, "propose"):
-            raise TypeError("soft_tree_proposer must have a .propose(...) method")
+        proposer = self.soft_tree_proposer
+        for method, setting, value in (("seed", "soft_tree_seed_fraction", self.soft_tree_seed_fraction),
+                                       ("propose", "weight_soft_tree", self.weight_soft_tree)):
+            if proposer is not None and value > 0 and not callable(getattr(proposer, method, None)):
+                raise TypeError(f"soft_tree_proposer has no .{method}(...) method, which {setting}={value:g} "
+                                f"needs: add it (see hybrid.SoftTreeProposer) or set {setting}=0")
 
     # --- helpers used by the search ---------------------------------------------------------
     def mutation_weights(self) -> dict[str, float]:

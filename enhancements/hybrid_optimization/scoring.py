@@ -32,6 +32,10 @@ from enhancements.dp_memoization.incremental_evaluator import IncrementalEvaluat
 # |f| beyond this is treated as overflow: a*f+b could otherwise hide an inf in round-off.
 _HUGE = 1e100
 _MEMO_SIZE = 200_000
+# Formulas per evaluator call are capped so that a call holds at most about this many
+# values per (B, n_rows) tensor: on large data sets a whole population in one call would
+# take gigabytes (the DAG's rows and the scaled forms all live at once).
+_VALUES_PER_CALL = 2**22
 VARIANTS = ("f", "a*f", "f+b", "a*f+b")
 
 
@@ -99,11 +103,6 @@ class Scorer:
         self.memo_hits = 0
         self._memo: dict[str, np.ndarray] = {}  # formula key -> (loss, 4 variant losses, 4 a, 4 b)
 
-    # --- plain evaluation -------------------------------------------------------------------
-    def predictions(self, exprs: list[Expression]) -> torch.Tensor:
-        self.n_evals += len(exprs)
-        return self.evaluator.evaluate(exprs)
-
     def cost(self, loss: float, complexity: float) -> float:
         return loss / self.normalization + self.opts.parsimony * complexity
 
@@ -119,8 +118,8 @@ class Scorer:
             empty = np.zeros(0)
             return Scores(empty, np.zeros((0, 4)), np.zeros((0, 4)), np.zeros((0, 4)))
         if not self.opts.memoize:
-            with torch.no_grad():
-                return self.score_predictions(self.predictions(exprs))
+            self.n_evals += len(exprs)
+            return self._score_in_chunks(exprs)
         memo = self._memo
         todo, seen = [], set()
         for e in exprs:
@@ -128,8 +127,7 @@ class Scorer:
                 seen.add(e.key)
                 todo.append(e)
         if todo:
-            with torch.no_grad():
-                fresh = self.score_predictions(self.evaluator.evaluate(todo))
+            fresh = self._score_in_chunks(todo)
             rows = np.concatenate([fresh.loss[:, None], fresh.variant_loss, fresh.a, fresh.b], 1)
             if len(memo) + len(todo) > _MEMO_SIZE:
                 for key in list(itertools.islice(memo, len(memo) // 2)):  # forget the older half
@@ -141,9 +139,20 @@ class Scorer:
         table = np.stack([memo[e.key] for e in exprs])
         return Scores(table[:, 0], table[:, 1:5], table[:, 5:9], table[:, 9:13])
 
+    def _score_in_chunks(self, exprs: list[Expression]) -> Scores:
+        """Scores of ``exprs``, evaluated in as few calls as `_VALUES_PER_CALL` allows (one
+        for every batch on data of up to ~20,000 rows)."""
+        step = max(1, _VALUES_PER_CALL // max(1, self.y.shape[0]))
+        with torch.no_grad():
+            parts = [self.score_predictions(self.evaluator.evaluate(exprs[i:i + step]))
+                     for i in range(0, len(exprs), step)]
+        if len(parts) == 1:
+            return parts[0]
+        return Scores(*(np.concatenate([getattr(p, name) for p in parts])
+                        for name in ("loss", "variant_loss", "a", "b")))
+
     def score_predictions(self, f: torch.Tensor) -> Scores:
         y, w = self.y, self.w
-        B = f.shape[0]
         ok = torch.isfinite(f).all(-1) & (f.abs() < _HUGE).all(-1)
         f = torch.where(ok[:, None], f, torch.zeros_like(f))
         raw = self.loss_fn(f, y, w)
@@ -156,9 +165,9 @@ class Scorer:
             bv = torch.zeros_like(av)
         else:
             a1, b2, a3, b3 = closed_form_scaling(f, y, self.w_norm)
-            stacked = torch.cat([a1[:, None] * f, f + b2[:, None], a3[:, None] * f + b3[:, None]], 0)
-            scaled = self.loss_fn(stacked, y, w).reshape(3, B)
-            lv = torch.stack([raw, scaled[0], scaled[1], scaled[2]], -1)
+            # Form by form: a (3B, n) stack would copy every value once more.
+            lv = torch.stack([raw, self.loss_fn(a1[:, None] * f, y, w), self.loss_fn(f + b2[:, None], y, w),
+                              self.loss_fn(a3[:, None] * f + b3[:, None], y, w)], -1)
             lv = torch.where(ok[:, None] & torch.isfinite(lv), lv, torch.full_like(lv, math.inf))
             # The search's loss is the best of the forms (a*f+b is best for L2; not always otherwise).
             loss = lv.min(-1).values
