@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from experiments.feynman_data import (DEFAULT_SAMPLES, SAMPLES_DEVIATION_NOTE, SRBENCH_SAMPLES,
-                                      get_equation, load_equations, make_dataset)
+from experiments.feynman_data import (DEFAULT_SAMPLES, SRBENCH_SAMPLES, get_equation, load_equations,
+                                      make_dataset)
 from experiments.feynman_methods import METHODS, get_method
 from experiments.scoring import ACCURACY_THRESHOLD, score_model
 
@@ -493,11 +493,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.samples} samples, noise {args.noise:g}, budget {args.time_budget:g} s")
     print()
     print(summarize(rows, methods))
-    if args.samples == DEFAULT_SAMPLES:
-        print(f"\nNote: {SAMPLES_DEVIATION_NOTE} (here: --samples {SRBENCH_SAMPLES})")
-    elif args.samples != SRBENCH_SAMPLES:
-        print(f"\nNote: {args.samples} sampled rows per equation; SRBench trains on up to "
-              f"{SRBENCH_SAMPLES} (--samples {SRBENCH_SAMPLES} matches it).")
+    if args.samples != SRBENCH_SAMPLES:
+        default = " (the default)" if args.samples == DEFAULT_SAMPLES else ""
+        print(f"\nNote: this run used {args.samples:,} samples per equation{default}; SRBench trains "
+              f"on up to {SRBENCH_SAMPLES:,}. Rerun with --samples {SRBENCH_SAMPLES} to match it.")
     print("CSV: " + ", ".join(str(p) for p in dict.fromkeys(paths.values())))
     if args.plot:
         from experiments.feynman_plots import make_plots

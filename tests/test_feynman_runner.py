@@ -38,6 +38,7 @@ def test_smoke_rows_summary_and_resume(tmp_path, capsys):
         assert r["symbolic_solved"] in ("True", "False")
     assert "| soft-tree | 2 | 2 |" in printed and "Unsolved by soft-tree" in printed
     assert "SRBench" in printed  # the samples deviation note
+    assert "Rerun with --samples 10000" in printed and "n_samples=" not in printed
 
     # A rerun finds every row done: nothing is appended, the summary is the same.
     assert main(["--method", "soft-tree", "--output", str(out)] + TINY) == 0

@@ -17,6 +17,8 @@ import numbers
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
+import torch
+
 from pysr_baseline.expression import Expression
 from pysr_baseline.operators import DEFAULT_BINARY_OPERATORS, Operator, resolve_operator, resolve_operators
 
@@ -59,6 +61,26 @@ PYSR_DIFFERENCES = {
     "threads": "the search runs with one torch thread (restored afterwards): its tensors are small, "
                "and idle-spinning threads cost ~10x on a busy 2-core machine.",
 }
+
+
+def check_device(device) -> None:
+    """Fail at once, naming the device, where torch cannot use it (torch's own error is an
+    AssertionError deep inside the search)."""
+    if device is None:
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device {device!r} is not a torch device ({err})") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} needs CUDA, but CUDA is not available to this torch "
+                             f"({torch.__version__}); use device='cpu' (or None)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: there are only {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r} needs MPS, but MPS is not available to this torch; "
+                         "use device='cpu' (or None)")
 
 
 @dataclass
@@ -198,6 +220,7 @@ class Options:
             raise ValueError(f"optimizer_algorithm must be 'BFGS', got {self.optimizer_algorithm!r}")
         if self.precision not in (32, 64):
             raise ValueError(f"precision must be 32 or 64, got {self.precision!r}")
+        check_device(self.device)
         if self.batching:
             raise ValueError("batching=True is not supported: memoized evaluation needs the full data set")
         if self.should_simplify is None:

@@ -13,19 +13,24 @@
 ``__init__`` only stores parameters (so `clone`, `get_params` and `set_params` work);
 ``fit`` validates them (`Options`) and the data, runs the `Search`, and stores
 ``equations_`` (a DataFrame of the Pareto front: complexity, loss, score, equation,
-sympy_format, lambda_format), ``expressions_`` (the `Expression` of each row) and
-``stats_`` (evaluations, evaluations per second, cache hit rate, time, stop reason).
+sympy_format, lambda_format), ``expressions_`` (the `Expression` of each row),
+``variable_names_`` (the names the formulas use: x0, x1, ... unless named),
+``feature_names_in_`` (only when the variables were named: a DataFrame with string
+column names, or ``variable_names``; as in scikit-learn) and ``stats_`` (evaluations,
+evaluations per second, cache hit rate, time, stop reason).
 """
 from __future__ import annotations
 
 import numbers
+import re
 
 import numpy as np
 import pandas as pd
+import scipy.sparse
 import sympy
 import torch
 from sklearn.base import BaseEstimator, RegressorMixin
-from sklearn.exceptions import NotFittedError
+from sklearn.utils.validation import check_is_fitted
 
 from pysr_baseline.expression import Expression
 from pysr_baseline.parsing import parse_expression
@@ -33,7 +38,7 @@ from pysr_baseline.validation import check_x, check_xy
 
 from enhancements.hybrid_optimization.evolution import Search
 from enhancements.hybrid_optimization.hall_of_fame import front_scores, select_index
-from enhancements.hybrid_optimization.options import Options, option_names
+from enhancements.hybrid_optimization.options import Options, check_device, option_names
 
 
 class _Lambda:
@@ -159,19 +164,24 @@ class PySRRegressor(RegressorMixin, BaseEstimator):
             params["optimize_probability"] = self.optimizer_probability
         return Options(**params)
 
-    def fit(self, X, y, weights=None, variable_names=None):
+    def fit(self, X, y, weights=None, variable_names=None, sample_weight=None):
         """Search for formulas y ~ f(X). ``X``: array (n_samples, n_features) or DataFrame (its
-        columns name the variables); ``y``: 1-D; ``weights``: optional non-negative per-sample
-        weights; ``variable_names``: names to print the variables with."""
-        options = self._options()
+        columns name the variables if they are all strings); ``y``: 1-D; ``weights``: optional
+        non-negative per-sample weights (``sample_weight``: the same, scikit-learn's name);
+        ``variable_names``: names to print the variables with."""
+        options = self._options()  # checks the device too
+        weights = _merge_weights(weights, sample_weight)
+        _check_input(X, "X", n_features=None)
+        _check_input(y, "y")
+        if weights is not None:
+            _check_input(weights, "weights")
         names = _variable_names(X, variable_names)
         dtype = torch.float64 if options.precision == 64 else torch.float32
         Xt, yt, wt = check_xy(X, y, weights, dtype=dtype, device=options.device)
-        if names is None:
-            names = [f"x{i}" for i in range(Xt.shape[1])]
-        elif len(names) != Xt.shape[1]:
+        if names is not None and len(names) != Xt.shape[1]:
             raise ValueError(f"{len(names)} variable name(s) for {Xt.shape[1]} feature column(s)")
-        bar = _ProgressBar(options, names) if options.verbosity > 0 else None
+        shown = names if names is not None else [f"x{i}" for i in range(Xt.shape[1])]
+        bar = _ProgressBar(options, shown) if options.verbosity > 0 else None
         try:
             result = Search(Xt, yt, wt, options, callback=bar).run()
         finally:
@@ -179,7 +189,7 @@ class PySRRegressor(RegressorMixin, BaseEstimator):
                 bar.close()
         front = result.hall_of_fame.pareto_front()
         if not front:
-            raise RuntimeError("the search found no formula with a finite loss")
+            raise RuntimeError(_no_finite_loss_message(yt, options))
         floor = float(np.finfo(np.float64).eps) * max(result.baseline_loss, 1e-300)
         n_features = Xt.shape[1]
         losses = [e.loss for e in front]
@@ -188,14 +198,20 @@ class PySRRegressor(RegressorMixin, BaseEstimator):
             "complexity": complexities,
             "loss": losses,
             "score": front_scores(losses, complexities, floor),
-            "equation": [e.expr.to_string(names) for e in front],
-            "sympy_format": [e.expr.to_sympy(names) for e in front],
+            "equation": [e.expr.to_string(shown) for e in front],
+            "sympy_format": [e.expr.to_sympy(shown) for e in front],
             "lambda_format": [_Lambda(e.expr, n_features) for e in front],
         })
         self.expressions_ = [e.expr for e in front]
         self.loss_floor_ = floor
         self.n_features_in_ = n_features
-        self.feature_names_in_ = np.asarray(names, dtype=object)
+        self.variable_names_ = list(shown)
+        # scikit-learn sets feature_names_in_ only for named columns; a refit on an array
+        # must not keep the names of an earlier fit.
+        if names is not None:
+            self.feature_names_in_ = np.asarray(names, dtype=object)
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
         ev = result.evaluator_stats
         self.stats_ = {
             "evaluations": result.n_evals,
@@ -211,8 +227,8 @@ class PySRRegressor(RegressorMixin, BaseEstimator):
 
     # --- using the result ---------------------------------------------------------------------
     def _check_fitted(self):
-        if not hasattr(self, "equations_"):
-            raise NotFittedError("this PySRRegressor is not fitted yet; call fit(X, y) first")
+        check_is_fitted(self, ["equations_", "expressions_"],
+                        msg="this %(name)s is not fitted yet; call fit(X, y) first")
 
     def _index(self, index=None) -> int:
         self._check_fitted()
@@ -227,12 +243,15 @@ class PySRRegressor(RegressorMixin, BaseEstimator):
 
     def get_best(self, index=None) -> pd.Series:
         """The row of ``equations_`` chosen by ``model_selection`` (or row ``index``)."""
-        return self.equations_.iloc[self._index(index)]
+        i = self._index(index)      # checks fitted before equations_ is touched
+        return self.equations_.iloc[i]
 
     def predict(self, X, index=None) -> np.ndarray:
         """Predictions of the picked formula (or of row ``index`` of ``equations_``)."""
         i = self._index(index)
-        if isinstance(X, pd.DataFrame):
+        check_device(self.device)
+        _check_input(X, "X", n_features=self.n_features_in_)
+        if isinstance(X, pd.DataFrame) and hasattr(self, "feature_names_in_"):
             missing = [n for n in self.feature_names_in_ if n not in X.columns]
             if not missing:
                 X = X[list(self.feature_names_in_)]
@@ -245,7 +264,8 @@ class PySRRegressor(RegressorMixin, BaseEstimator):
 
     def sympy(self, index=None) -> sympy.Expr:
         """The picked formula (or row ``index``) as a sympy expression in the variable names."""
-        return self.equations_["sympy_format"].iloc[self._index(index)]
+        i = self._index(index)
+        return self.equations_["sympy_format"].iloc[i]
 
     def latex(self, index=None, precision: int = 3) -> str:
         """LaTeX of the picked formula, constants rounded to ``precision`` significant digits."""
@@ -281,7 +301,7 @@ class PySRRegressor(RegressorMixin, BaseEstimator):
         table = pd.DataFrame({
             "pick": [">>>>" if i == pick else "" for i in range(len(eq))],
             "score": eq["score"].map(lambda s: f"{s:.4g}"),
-            "equation": [e.to_string(list(self.feature_names_in_), precision=6) for e in self.expressions_],
+            "equation": [e.to_string(self._shown_names(), precision=6) for e in self.expressions_],
             "loss": eq["loss"].map(lambda v: f"{v:.4g}"),
             "complexity": eq["complexity"],
         })
@@ -289,10 +309,22 @@ class PySRRegressor(RegressorMixin, BaseEstimator):
             body = table.to_string(index=False)
         return "PySRRegressor.equations_ = [\n" + body + "\n]"
 
+    def _shown_names(self) -> list[str]:
+        # Models pickled before variable_names_ existed always had feature_names_in_.
+        if hasattr(self, "variable_names_"):
+            return list(self.variable_names_)
+        return list(self.feature_names_in_)
+
 
 def _variable_names(X, variable_names):
+    """The user's names for the variables, or None (then x0, x1, ...)."""
+    source = "variable_names"
     if variable_names is None and isinstance(X, pd.DataFrame):
-        variable_names = list(X.columns)
+        # As scikit-learn: columns name the variables only if all are strings, so
+        # pd.DataFrame(array) (columns 0, 1, ...) counts as an array.
+        if not all(isinstance(c, str) for c in X.columns):
+            return None
+        variable_names, source = list(X.columns), "X"
     if variable_names is None:
         return None
     if isinstance(variable_names, str) or not hasattr(variable_names, "__iter__"):
@@ -300,12 +332,95 @@ def _variable_names(X, variable_names):
     names = [str(n) for n in variable_names]
     for n in names:
         if not n.isidentifier():
-            raise ValueError(f"variable name {n!r} is not an identifier "
-                             "(letters, digits and _, not starting with a digit)")
+            if source == "X":
+                what = f"column {n!r} of X"
+                fix = f"rename the column (e.g. to {_identifier(n)!r}) or pass variable_names=[...] to fit"
+            else:
+                what, fix = f"variable name {n!r}", f"use e.g. {_identifier(n)!r}"
+            raise ValueError(f"{what} is not a valid variable name: names must be identifiers (letters, "
+                             f"digits and _, not starting with a digit); {fix}")
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ValueError(f"variable name(s) given twice: {dupes}")
     return names
+
+
+def _identifier(name: str) -> str:
+    """A valid variable name close to ``name`` (for error messages)."""
+    fixed = re.sub(r"\W", "_", name) or "x"
+    return fixed if fixed.isidentifier() else "x_" + fixed
+
+
+def _merge_weights(weights, sample_weight):
+    """``sample_weight`` (scikit-learn's name) is an alias of PySR's ``weights``."""
+    if sample_weight is None:
+        return weights
+    if weights is None or weights is sample_weight:
+        return sample_weight
+    try:
+        same = np.array_equal(np.asarray(weights, dtype=float), np.asarray(sample_weight, dtype=float))
+    except (TypeError, ValueError):
+        same = False
+    if not same:
+        raise ValueError("weights and sample_weight were both given, with different values; they are the "
+                         "same setting (sample_weight is scikit-learn's name): pass only one")
+    return weights
+
+
+def _check_input(value, name: str, n_features: int | None = 0) -> None:
+    """Reject, with a message saying what to do, input that `check_xy` would reject more vaguely
+    (or not at all). ``n_features``: 0 for 1-D ``y``/weights, else what `check_x` gets."""
+    if value is None:
+        if name == "y":
+            raise ValueError("y is required: fit(X, y) needs the target values (1-D, one per row of X)")
+        raise ValueError(f"{name} is required, got None")
+    if scipy.sparse.issparse(value):
+        raise TypeError(f"sparse {name} is not supported (formulas are evaluated on dense data); "
+                        f"pass a dense array, e.g. {name}.toarray()")
+    if _is_complex(value):
+        # scikit-learn's wording (its estimator checks look for it).
+        raise ValueError(f"Complex data not supported: {name} has complex values; it must hold real numbers")
+    if n_features != 0 and n_features != 1 and _ndim(value) == 1:
+        if n_features is None:
+            hint = f"for a single feature pass {name}.reshape(-1, 1)"
+        else:
+            hint = f"for a single sample pass {name}.reshape(1, -1)"
+        raise ValueError(f"{name} must be 2-D (samples x features), got a 1-D array of shape "
+                         f"{np.shape(value)}; {hint}")
+
+
+def _ndim(value) -> int | None:
+    try:
+        return np.ndim(value)
+    except Exception:  # ragged lists and the like: check_xy names the problem
+        return None
+
+
+def _is_complex(value) -> bool:
+    if isinstance(value, torch.Tensor):
+        return value.is_complex()
+    if isinstance(value, pd.DataFrame):
+        return any(dtype.kind == "c" for dtype in value.dtypes)
+    dtype = getattr(value, "dtype", None)
+    if isinstance(dtype, np.dtype):
+        return dtype.kind == "c"
+    try:
+        return np.asarray(value).dtype.kind == "c"
+    except Exception:  # ragged lists and the like: check_xy names the problem
+        return False
+
+
+def _no_finite_loss_message(y: torch.Tensor, options: Options) -> str:
+    """Why a search can end with an empty front, and what to do about it."""
+    largest = float(y.abs().max())
+    limit = float(torch.finfo(y.dtype).max)
+    text = ("the search found no formula with a finite loss: every candidate's loss was inf or NaN. "
+            "Likely causes: y's scale overflows the loss, or every formula is undefined on the data "
+            "(e.g. log or sqrt of negative values). ")
+    if largest * largest > limit:
+        text += (f"Here max |y| = {largest:.3g}, whose square overflows float{options.precision} "
+                 f"(max {limit:.3g}). ")
+    return text + "Rescale y (e.g. divide it by its standard deviation) and fit again."
 
 
 class _ProgressBar:
