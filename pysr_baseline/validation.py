@@ -29,7 +29,8 @@ def _to_tensor(name: str, value, dtype: torch.dtype, device) -> torch.Tensor:
         try:
             array = array.astype(np.float64)
         except (TypeError, ValueError):
-            raise TypeError(f"{name} must be numeric; it holds non-numeric values") from None
+            raise TypeError(f"{name} must be numeric; it holds non-numeric values (each argument must be a "
+                            "real number, not a string or other object that is not a number)") from None
     if array.dtype.kind not in "iuf":
         raise TypeError(f"{name} must be numeric, got dtype {array.dtype}")
     # A copy: pandas hands out read-only arrays (torch warns on those), and the caller's
@@ -46,9 +47,10 @@ def check_x(x, n_features: int | None = None, dtype: torch.dtype = torch.float64
     if X.ndim != 2:
         raise ValueError(f"{name} must be 2-D (samples x features), got shape {tuple(X.shape)}")
     if X.shape[0] == 0:
-        raise ValueError(f"{name} is empty (0 samples)")
+        raise ValueError(f"{name} is empty: 0 sample(s) (shape={tuple(X.shape)}) while a minimum of 1 is required.")
     if X.shape[1] == 0:
-        raise ValueError(f"{name} has no feature columns")
+        raise ValueError(f"{name} has no feature columns: 0 feature(s) (shape={tuple(X.shape)}) while a "
+                         "minimum of 1 is required.")
     if n_features is not None and X.shape[1] != n_features:
         raise ValueError(f"{name} has {X.shape[1]} feature column(s), expected {n_features}")
     bad = ~torch.isfinite(X)

@@ -109,3 +109,18 @@ def test_overflowing_y_error_explains_and_suggests_rescaling():
     with pytest.raises(RuntimeError, match=r"(?s)no formula with a finite loss.*inf or NaN.*overflow.*"
                                            r"max \|y\| = .*Rescale y"):
         PySRRegressor(**TINY).fit(X, Y * 1e200)
+
+
+def test_scikit_learn_estimator_checks_pass():
+    """scikit-learn's own conformance suite (input validation, messages, clone, pickle,
+    sample order, 2-D y warning, ...): every check, on a tiny search."""
+    import warnings
+
+    from sklearn.utils.estimator_checks import check_estimator
+
+    est = PySRRegressor(niterations=1, populations=2, population_size=16, tournament_selection_n=8,
+                        ncycles_per_iteration=5, verbosity=0, progress=False, soft_tree_seed_fraction=0.0,
+                        random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # its SkipTestWarnings and the data's RuntimeWarnings
+        check_estimator(est)              # raises on the first failing check

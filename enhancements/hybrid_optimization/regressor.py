@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numbers
 import re
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,7 @@ import scipy.sparse
 import sympy
 import torch
 from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.exceptions import DataConversionWarning
 from sklearn.utils.validation import check_is_fitted
 
 from pysr_baseline.expression import Expression
@@ -372,7 +374,9 @@ def _check_input(value, name: str, n_features: int | None = 0) -> None:
     (or not at all). ``n_features``: 0 for 1-D ``y``/weights, else what `check_x` gets."""
     if value is None:
         if name == "y":
-            raise ValueError("y is required: fit(X, y) needs the target values (1-D, one per row of X)")
+            # "requires y to be passed, ...": scikit-learn's wording, which its estimator checks look for.
+            raise ValueError("y is required: PySRRegressor requires y to be passed, but the target y is None; "
+                             "fit(X, y) needs the target values (1-D, one per row of X)")
         raise ValueError(f"{name} is required, got None")
     if scipy.sparse.issparse(value):
         raise TypeError(f"sparse {name} is not supported (formulas are evaluated on dense data); "
@@ -386,7 +390,13 @@ def _check_input(value, name: str, n_features: int | None = 0) -> None:
         else:
             hint = f"for a single sample pass {name}.reshape(1, -1)"
         raise ValueError(f"{name} must be 2-D (samples x features), got a 1-D array of shape "
-                         f"{np.shape(value)}; {hint}")
+                         f"{np.shape(value)}. Reshape your data: {hint}")
+    if n_features and _ndim(value) == 2 and np.shape(value)[1] != n_features:
+        raise ValueError(f"{name} has {np.shape(value)[1]} features, but PySRRegressor is expecting {n_features} "
+                         "features as input (the number it was fitted with)")
+    if name == "y" and _ndim(value) == 2 and np.shape(value)[1] == 1:
+        warnings.warn("A column-vector y was passed when a 1d array was expected; it is used as y.ravel()",
+                      DataConversionWarning, stacklevel=3)
 
 
 def _ndim(value) -> int | None:
