@@ -10,7 +10,8 @@ random mutation) and the whole population is evaluated again. It is evaluated
 - (b) by the `IncrementalEvaluator` with its `SubexpressionCache`.
 
 Methods alternate, ``--repeats`` times, each repeat with a fresh evaluator and cache;
-the table gives medians. One thread. Formulas and mutations are generated before any
+the table gives medians. A last, separate run of (b) under `torch.profiler` says how
+long its torch calls alone take: the floor no Python bookkeeping could go below. One thread. Formulas and mutations are generated before any
 timing, so the table measures evaluation only.
 
     python -m experiments.evaluator_throughput            # the full stream
