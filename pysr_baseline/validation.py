@@ -11,6 +11,7 @@ torch or, worse, training on garbage.
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse
 import torch
 
 
@@ -19,6 +20,9 @@ def _to_tensor(name: str, value, dtype: torch.dtype, device) -> torch.Tensor:
         if value.dtype == torch.bool or value.is_complex():
             raise TypeError(f"{name} must hold real numbers, got a {value.dtype} tensor")
         return value.detach().to(device=device, dtype=dtype)
+    if scipy.sparse.issparse(value):  # np.asarray would make it a 0-d object array
+        raise TypeError(f"sparse {name} is not supported (formulas are evaluated on dense data); "
+                        f"pass a dense array, e.g. {name}.toarray()")
     if hasattr(value, "to_numpy"):  # pandas DataFrame / Series
         value = value.to_numpy()
     try:

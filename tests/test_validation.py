@@ -176,3 +176,10 @@ def test_pandas_input_gives_no_warning_and_inputs_are_not_aliased():
     X, _, _ = check_xy(arr, Y_LIST)
     X[1, 1] = -5.0
     assert arr[1, 1] == 1.0
+
+
+def test_sparse_data_is_refused_with_what_to_do():
+    import scipy.sparse
+
+    with pytest.raises(TypeError, match=r"sparse X is not supported.*toarray"):
+        check_xy(scipy.sparse.csr_matrix(np.ones((3, 2))), np.ones(3))

@@ -27,7 +27,6 @@ import warnings
 
 import numpy as np
 import pandas as pd
-import scipy.sparse
 import sympy
 import torch
 from sklearn.base import BaseEstimator, RegressorMixin
@@ -378,9 +377,6 @@ def _check_input(value, name: str, n_features: int | None = 0) -> None:
             raise ValueError("y is required: PySRRegressor requires y to be passed, but the target y is None; "
                              "fit(X, y) needs the target values (1-D, one per row of X)")
         raise ValueError(f"{name} is required, got None")
-    if scipy.sparse.issparse(value):
-        raise TypeError(f"sparse {name} is not supported (formulas are evaluated on dense data); "
-                        f"pass a dense array, e.g. {name}.toarray()")
     if _is_complex(value):
         # scikit-learn's wording (its estimator checks look for it).
         raise ValueError(f"Complex data not supported: {name} has complex values; it must hold real numbers")
