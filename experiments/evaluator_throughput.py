@@ -16,17 +16,22 @@ timing, so the table measures evaluation only.
 
     python -m experiments.evaluator_throughput            # the full stream
     python -m experiments.evaluator_throughput --quick    # a short run
+
+The table is printed and written to ``results/evaluator_throughput.md`` (the tracked
+reference); a ``--quick`` run writes ``results/quick/evaluator_throughput.md`` instead.
 """
 from __future__ import annotations
 
 import argparse
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from enhancements.dp_memoization import IncrementalEvaluator, SubexpressionCache
+from experiments.outputs import OUT_HELP, Report, output_dir
 from pysr_baseline.expression import Expression
 from pysr_baseline.operators import DEFAULT_BINARY_OPERATORS, DEFAULT_UNARY_OPERATORS
 from pysr_baseline.random_expressions import random_expression, random_mutation
@@ -123,9 +128,14 @@ def _fmt_rate(x: float) -> str:
     return f"{x:,.0f}" if x < 1e6 else f"{x:.3g}"
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="200 formulas, 5 rounds, 1 repeat")
+OUTPUT_FILE = "evaluator_throughput.md"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m experiments.evaluator_throughput",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="200 formulas, 5 rounds, 1 repeat; writes to results/quick/")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--formulas", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=20)
@@ -140,7 +150,18 @@ def main(argv=None) -> None:
                              "within ~1 point of an unbounded cache from there on, and more capacity only "
                              "touches more memory)")
     parser.add_argument("--max-bytes", type=int, default=256 * 2**20, help="cache bytes")
-    args = parser.parse_args(argv)
+    parser.add_argument("--out", type=Path, default=None, help=OUT_HELP)
+    return parser
+
+
+def output_path(args) -> Path:
+    """The markdown file a run with these arguments writes."""
+    return output_dir(args.quick, args.out) / OUTPUT_FILE
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
+    say = Report()  # every line printed is also kept for the markdown file
     if args.quick:
         args.formulas, args.rounds, args.repeats = min(args.formulas, 200), min(args.rounds, 5), 1
     torch.set_num_threads(1)
@@ -163,13 +184,13 @@ def main(argv=None) -> None:
     capacity, max_bytes = runs["b"][-1]["limits"]
     limit = "no byte limit" if max_bytes is None else f"{max_bytes / 2**20:.0f} MiB"
     tail = max(1, args.rounds // 2)  # the last rounds: the cache is full, memory is reused
-    print(f"Stream: {args.formulas} formulas x {args.rounds + 1} evaluations ({n_evals} in all), mean size "
-          f"{np.mean(sizes):.1f} nodes (max {max(sizes)}), {args.rows} rows x {args.features} features "
-          f"({args.dtype}), seed {args.seed}; 1 thread; median of {args.repeats} run(s); cache: {capacity:,} "
-          f"entries, {limit}. 'last {tail}': the last {tail} rounds only.\n")
-    print(f"| method | wall s | CPU s | formulas/s | formulas/s, last {tail} | node-rows computed/s "
-          f"| served from cache | peak cache bytes | vs (a) | vs (a), last {tail} |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    say(f"Stream: {args.formulas} formulas x {args.rounds + 1} evaluations ({n_evals} in all), mean size "
+        f"{np.mean(sizes):.1f} nodes (max {max(sizes)}), {args.rows} rows x {args.features} features "
+        f"({args.dtype}), seed {args.seed}; 1 thread; median of {args.repeats} run(s); cache: {capacity:,} "
+        f"entries, {limit}. 'last {tail}': the last {tail} rounds only.\n")
+    say(f"| method | wall s | CPU s | formulas/s | formulas/s, last {tail} | node-rows computed/s "
+        f"| served from cache | peak cache bytes | vs (a) | vs (a), last {tail} |")
+    say("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     labels = {"a": "(a) one at a time, `Expression.evaluate`",
               "b0": "(b0) `IncrementalEvaluator`, no memoization",
               "b": "(b) `IncrementalEvaluator` + `SubexpressionCache`"}
@@ -189,25 +210,26 @@ def main(argv=None) -> None:
             served = (f"{c.cache_share:.1%} ({once:.1%} once per batch; "
                       f"+{c.nodes_shared / c.nodes_requested:.1%} shared in batch)")
             peak = f"{rs[-1]['cache'].peak_bytes / 2**20:.1f} MiB" if name == "b" else "-"
-        print(f"| {labels[name]} | {wall:.3f} | {cpu:.3f} | {_fmt_rate(rates[name][0])} | "
-              f"{_fmt_rate(rates[name][1])} | {_fmt_rate(node_rows / wall)} | {served} | {peak} | "
-              f"{rates[name][0] / rates['a'][0]:.2f}x | {rates[name][1] / rates['a'][1]:.2f}x |")
+        say(f"| {labels[name]} | {wall:.3f} | {cpu:.3f} | {_fmt_rate(rates[name][0])} | "
+            f"{_fmt_rate(rates[name][1])} | {_fmt_rate(node_rows / wall)} | {served} | {peak} | "
+            f"{rates[name][0] / rates['a'][0]:.2f}x | {rates[name][1] / rates['a'][1]:.2f}x |")
     c = runs["b"][-1]["counters"]
-    print(f"\n(b) computed {c.nodes_computed:,} of {c.nodes_requested:,} requested nodes in {c.tensor_calls:,} "
-          f"operator calls; (a) computes {sum(e.size - _leaves(e) for p in stream for e in p):,} operator "
-          f"nodes in as many calls. (b) values equal (a)'s, NaN/inf included: {'yes' if identical else 'NO'}.")
+    say(f"\n(b) computed {c.nodes_computed:,} of {c.nodes_requested:,} requested nodes in {c.tensor_calls:,} "
+        f"operator calls; (a) computes {sum(e.size - _leaves(e) for p in stream for e in p):,} operator "
+        f"nodes in as many calls. (b) values equal (a)'s, NaN/inf included: {'yes' if identical else 'NO'}.")
     wall_a = statistics.median(sum(r["walls"]) for r in runs["a"])
     wall_b = statistics.median(sum(r["walls"]) for r in runs["b"])
-    print(f"(b) inside torch calls (torch.profiler, a separate run): {in_torch:.3f} s in {n_calls:,} calls, "
-          f"{in_torch / wall_b:.0%} of its median wall time; with all Python bookkeeping free, (b) could reach "
-          f"at most {wall_a / in_torch:.1f}x (a).")
+    say(f"(b) inside torch calls (torch.profiler, a separate run): {in_torch:.3f} s in {n_calls:,} calls, "
+        f"{in_torch / wall_b:.0%} of its median wall time; with all Python bookkeeping free, (b) could reach "
+        f"at most {wall_a / in_torch:.1f}x (a).")
     s = runs["b"][-1]["cache"]
-    print(f"Cache after (b): {s.entries:,} entries, hit rate {s.hit_rate:.1%} of lookups, {s.evictions:,} "
-          f"evictions, {s.reserved_bytes / 2**20:.1f} MiB of rows touched by its row store. A population holds "
-          f"{live_set(stream[-1]):,} distinct operator sub-trees (what the cache must keep for the next round).")
-    print("'Served from cache': nodes of sub-trees whose values the cache held before the call, each time a "
-          "formula holds them; 'once per batch' counts a cached sub-tree met by several formulas of one batch "
-          "once; 'shared in batch': computed in the call and met again in it.")
+    say(f"Cache after (b): {s.entries:,} entries, hit rate {s.hit_rate:.1%} of lookups, {s.evictions:,} "
+        f"evictions, {s.reserved_bytes / 2**20:.1f} MiB of rows touched by its row store. A population holds "
+        f"{live_set(stream[-1]):,} distinct operator sub-trees (what the cache must keep for the next round).")
+    say("'Served from cache': nodes of sub-trees whose values the cache held before the call, each time a "
+        "formula holds them; 'once per batch' counts a cached sub-tree met by several formulas of one batch "
+        "once; 'shared in batch': computed in the call and met again in it.")
+    print(f"\nwritten: {say.write(output_path(args))}")
 
 
 def live_set(population) -> int:

@@ -4,9 +4,18 @@ One CSV row per (method, equation, seed), scored SRBench-style on the test split
 (`experiments.scoring`), appended as it finishes, so that an interrupted run resumes
 where it stopped; a markdown summary at the end.
 
+Every row carries the symbolic verdict under two rounding rules for the model's
+constants: ``symbolic_solved``/``reason`` under SRBench's (3 decimal places), the one to
+compare with SRBench's figures, and ``symbolic_solved_significant``/``reason_significant``
+under 3 significant digits; the summary counts both. ``--rescore`` recomputes both from
+a CSV's ``formula`` column without running any method (also for files written before the
+second rule existed; `experiments.feynman_rescore`), and ``--summarize`` only prints a
+CSV's summary.
+
     python -m experiments.feynman --method soft-tree --first 20 --time-budget 30 --jobs 2
     python -m experiments.feynman --method soft-tree,optimized --equations I.12.1,I.14.4 \\
         --seeds 3 --plot
+    python -m experiments.feynman --rescore results/feynman_search_all_60s.csv
 
 A method that crashes, a formula that cannot be scored or an equation whose data cannot
 be drawn gives a failure row carrying the error; the run goes on. Rows whose error says
@@ -32,11 +41,19 @@ from typing import Iterable, Iterator
 from experiments.feynman_data import (DEFAULT_SAMPLES, SRBENCH_SAMPLES, get_equation, load_equations,
                                       make_dataset)
 from experiments.feynman_methods import METHODS, get_method
-from experiments.scoring import ACCURACY_THRESHOLD, score_model
+from experiments.scoring import (ACCURACY_THRESHOLD, ROUNDING_NAMES, ROUNDING_RULES,
+                                 SRBENCH_ROUNDING, score_model)
 
+# The columns of a row's symbolic verdict under each rounding rule (SRBench's first).
+VERDICT_COLUMNS = {"decimals": ("symbolic_solved", "reason"),
+                   "significant": ("symbolic_solved_significant", "reason_significant")}
+assert tuple(VERDICT_COLUMNS) == ROUNDING_RULES and ROUNDING_RULES[0] == SRBENCH_ROUNDING
 COLUMNS = ["method", "equation", "seed", "samples", "noise", "time_budget", "settings",
            "time", "train_loss", "test_r2", "accuracy_solved", "symbolic_solved", "reason",
+           "symbolic_solved_significant", "reason_significant",
            "formula", "complexity", "n_fits", "error"]
+# Files written before the second rule: one verdict, under 3 significant digits.
+LEGACY_COLUMNS = [c for c in COLUMNS if c not in VERDICT_COLUMNS["significant"]]
 KEY_COLUMNS = ("method", "equation", "seed", "samples", "noise", "time_budget", "settings")
 # Failures that say nothing about the method on this equation: always run again.
 RETRIED_ERRORS = ("not available", "worker process")
@@ -80,8 +97,9 @@ def empty_row(task: Task) -> dict:
     row = dict.fromkeys(COLUMNS, "")
     row.update(method=task.method, equation=task.equation, seed=task.seed,
                samples=task.samples, noise=task.noise, time_budget=task.time_budget,
-               settings=task.settings, test_r2=float("-inf"), accuracy_solved=False,
-               symbolic_solved=False, reason="failed")
+               settings=task.settings, test_r2=float("-inf"), accuracy_solved=False)
+    for solved, reason in VERDICT_COLUMNS.values():
+        row[solved], row[reason] = False, "failed"
     return row
 
 
@@ -111,16 +129,18 @@ def run_task(task: Task) -> dict:
     if result.error or result.expr is None:
         row["error"] = "method: " + (result.error or "no formula returned")
     try:
-        score = score_model(result.expr, eq, data.X_test, data.y_test, predict=result.predict)
+        score = score_model(result.expr, eq, data.X_test, data.y_test, predict=result.predict,
+                            rounding=ROUNDING_RULES)
     except Exception as err:
         row["formula"] = _safe_str(result.expr)
         row["error"] = (row["error"] + "; " if row["error"] else "") + "scoring: " + describe_error(err)
         return row
     # complexity: SRBench's node count of the sympy formula, the same for every method.
     row.update(test_r2=score["test_r2"], accuracy_solved=score["accuracy_solved"],
-               symbolic_solved=score["symbolic_solved"], reason=score["reason"],
                formula=score["model"] if score["model"] is not None else _safe_str(result.expr),
                complexity=score["complexity"] if score["complexity"] is not None else "")
+    for rule, (solved, reason) in VERDICT_COLUMNS.items():
+        row[solved], row[reason] = score["symbolic"][rule].solved, score["symbolic"][rule].reason
     problems = [row["error"]] if row["error"] else []
     if result.expr is not None and score["reason"].startswith("error"):
         problems.append("scoring: " + score["reason"][len("error: "):])
@@ -181,20 +201,29 @@ def execute(tasks: list[Task], jobs: int) -> Iterator[dict]:
 
 # --- the CSV ---------------------------------------------------------------------------------
 
-def read_rows(path: Path) -> list[dict]:
+def read_rows(path: Path, legacy: bool = False) -> list[dict]:
     """Rows of a results CSV (none if it does not exist); malformed ones are skipped with
-    a warning on stderr. A file with other columns is an error, not a silent mix."""
+    a warning on stderr. A file with other columns is an error, not a silent mix; one with
+    an older runner's columns too, unless ``legacy`` (its rows then lack the columns of
+    the second rounding rule)."""
     if not path.exists() or path.stat().st_size == 0:
         return []
     rows, bad = [], 0
     with open(path, newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
-        if reader.fieldnames != COLUMNS:
+        columns = COLUMNS
+        if legacy and reader.fieldnames == LEGACY_COLUMNS:
+            columns = LEGACY_COLUMNS
+        elif reader.fieldnames == LEGACY_COLUMNS:
+            raise ValueError(f"{path} has the columns of an older runner (one symbolic verdict, "
+                             f"constants rounded to 3 significant digits); add both rules' "
+                             f"verdicts with: python -m experiments.feynman --rescore {path}")
+        if reader.fieldnames != columns:
             raise ValueError(f"{path} has columns {reader.fieldnames}, expected {COLUMNS}; "
                              "choose another --output")
         for row in reader:
             try:
-                if None in row or any(row[c] is None for c in COLUMNS):
+                if None in row or any(row[c] is None for c in columns):
                     raise ValueError("wrong number of fields")
                 row_key(row)
             except (ValueError, TypeError):
@@ -272,38 +301,52 @@ def typed(row: dict) -> dict:
     for column in ("time", "train_loss", "test_r2", "complexity", "noise", "time_budget"):
         out[column] = number(row[column])
     out["seed"], out["samples"] = int(row["seed"]), int(row["samples"])
-    for column in ("accuracy_solved", "symbolic_solved"):
-        out[column] = str(row[column]).strip() == "True"
+    for column in ("accuracy_solved",) + tuple(solved for solved, _ in VERDICT_COLUMNS.values()):
+        out[column] = str(row.get(column, "")).strip() == "True"
     return out
 
 
 def summarize(rows: list[dict], methods: list[str]) -> str:
-    """Markdown: one line per method, then each method's unsolved equations and failures."""
-    lines = ["| method | equations | runs | symbolic solutions | accuracy solutions "
-             f"(R2 > {ACCURACY_THRESHOLD}) | median time (s) | median time to solution (s) "
-             "| failures |",
-             "|---|---|---|---|---|---|---|---|"]
+    """Markdown: one line per method, symbolic solutions counted under each rounding rule
+    (SRBench's first), then each method's unsolved equations and failures."""
+    names = {rule: ROUNDING_NAMES[rule] for rule in ROUNDING_RULES}
+    lines = ["| method | equations | runs | "
+             + " | ".join(f"symbolic solutions ({names[rule]})" for rule in ROUNDING_RULES)
+             + f" | accuracy solutions (R2 > {ACCURACY_THRESHOLD}) | median time (s) "
+             "| median time to solution (s) | failures |",
+             "|---|---|---|" + "---|" * len(ROUNDING_RULES) + "---|---|---|---|"]
     notes = []
+    empty = " | ".join("-" for _ in ROUNDING_RULES)
     for method in methods:
         mine = [r for r in rows if r["method"] == method]
         if not mine:
-            lines.append(f"| {method} | 0 | 0 | - | - | - | - | - |")
+            lines.append(f"| {method} | 0 | 0 | {empty} | - | - | - | - |")
             continue
         n = len(mine)
-        symbolic = [r for r in mine if r["symbolic_solved"]]
+        solved_by = {rule: [r for r in mine if r[VERDICT_COLUMNS[rule][0]]]
+                     for rule in ROUNDING_RULES}
+        symbolic = solved_by[SRBENCH_ROUNDING]
         accurate = [r for r in mine if r["accuracy_solved"]]
         failures = [r for r in mine if r["error"]]
         times = [r["time"] for r in mine if not math.isnan(r["time"])]
         solved_times = [r["time"] for r in symbolic if not math.isnan(r["time"])]
         equations = list(dict.fromkeys(r["equation"] for r in mine))
         lines.append(
-            f"| {method} | {len(equations)} | {n} | {_rate(len(symbolic), n)} | "
-            f"{_rate(len(accurate), n)} | {_median(times)} | {_median(solved_times)} | "
+            f"| {method} | {len(equations)} | {n} | "
+            + " | ".join(_rate(len(solved_by[rule]), n) for rule in ROUNDING_RULES)
+            + f" | {_rate(len(accurate), n)} | {_median(times)} | {_median(solved_times)} | "
             f"{len(failures)} |")
         solved_eqs = {r["equation"] for r in symbolic}
         unsolved = [e for e in equations if e not in solved_eqs]
-        notes.append(f"Unsolved by {method} ({len(unsolved)}): "
+        notes.append(f"Unsolved by {method} under {names[SRBENCH_ROUNDING]} ({len(unsolved)}): "
                      + (", ".join(unsolved) if unsolved else "none"))
+        for rule in ROUNDING_RULES:
+            others = [other for other in ROUNDING_RULES if other != rule]
+            only = [f"{r['equation']} seed {r['seed']}" for r in solved_by[rule]
+                    if not any(r[VERDICT_COLUMNS[o][0]] for o in others)]
+            if only:
+                notes.append(f"Solved by {method} under {names[rule]} only ({len(only)}): "
+                             + ", ".join(only))
         for r in failures[:10]:
             notes.append(f"  failure {method} {r['equation']} seed {r['seed']}: {r['error']}")
         if len(failures) > 10:
@@ -322,17 +365,23 @@ def _median(values: list[float]) -> str:
 # --- the command line ----------------------------------------------------------------------
 
 def parse_seeds(text: str) -> list[int]:
-    """``"3"`` -> [0, 1, 2] (a count); ``"0,5,7"`` or ``"7,"`` -> those seeds."""
+    """``"3"`` -> [0, 1, 2] (a count); ``"0"`` -> [0] (a count of none would run nothing, so
+    0 is seed 0); ``"0,5,7"`` or ``"7,"`` -> those seeds.
+
+    >>> parse_seeds("3"), parse_seeds("0"), parse_seeds("5,"), parse_seeds("0,5,7")
+    ([0, 1, 2], [0], [5], [0, 5, 7])
+    """
     text = str(text).strip()
     try:
         if "," not in text:
             count = int(text)
-            if count < 1:
+            if count < 0:
                 raise ValueError
-            return list(range(count))
+            return list(range(max(count, 1)))
         seeds = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise ValueError(f"--seeds takes a count (3) or a list (0,5,7), got {text!r}") from None
+        raise ValueError(f"--seeds takes a count (3 = seeds 0,1,2), 0 (seed 0 alone) or a "
+                         f"list (0,5,7; 5, = seed 5 alone), got {text!r}") from None
     if not seeds or any(s < 0 for s in seeds):
         raise ValueError(f"--seeds needs non-negative seeds, got {text!r}")
     return list(dict.fromkeys(seeds))
@@ -396,7 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bonus", action="store_true", help="the 20 bonus equations")
     p.add_argument("--time-budget", type=float, default=30.0, metavar="S",
                    help="seconds per equation and seed (default 30)")
-    p.add_argument("--seeds", default="1", help="a count (3 = seeds 0,1,2) or a list (0,5,7)")
+    p.add_argument("--seeds", default="1",
+                   help="a count (3 = seeds 0,1,2; 0 or 1 = seed 0) or a list (0,5,7; '5,' = seed 5 "
+                        "alone); default 1")
     p.add_argument("--samples", type=int, default=DEFAULT_SAMPLES,
                    help=f"rows drawn per equation, split 75/25 (default {DEFAULT_SAMPLES})")
     p.add_argument("--noise", type=float, default=0.0,
@@ -404,7 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1, help="parallel processes (default 1)")
     p.add_argument("--output", default=DEFAULT_OUTPUT,
                    help="CSV path; '{method}' in it gives one file per method "
-                        f"(default {DEFAULT_OUTPUT})")
+                        f"(default {DEFAULT_OUTPUT}; the tracked reference results, "
+                        "results/*_all_60s.csv, are never a default)")
     p.add_argument("--retry-failed", action="store_true",
                    help="redo rows that failed with an error instead of skipping them")
     p.add_argument("--epochs", type=int, default=200, help="soft tree: epochs per fit")
@@ -417,30 +469,71 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scatter-equation", metavar="NAME",
                    help="equation of the predicted-vs-true plot (default: the first)")
     p.add_argument("--quiet", action="store_true", help="no progress bar; the summary only")
+    p.add_argument("--rescore", nargs="+", metavar="CSV",
+                   help="run nothing: recompute every row's symbolic verdicts from its formula "
+                        "under both rounding rules (3 decimal places, SRBench's; 3 significant "
+                        "digits), rewrite the CSV in place, print its summary")
+    p.add_argument("--summarize", nargs="+", metavar="CSV",
+                   help="run nothing: print the summary of these results CSVs")
     return p
+
+
+@dataclass
+class Plan:
+    """What a command line asks for: methods, equations, seeds and the methods' options."""
+
+    methods: list[str]
+    equations: list[str]
+    seeds: list[int]
+    options: dict
+    adapters: dict
+
+    def tasks(self, args, methods: list[str] | None = None) -> list[Task]:
+        """One task per (equation, seed, method), in that order; each carries the key its
+        CSV row will have."""
+        return [Task(m, eq, seed, args.samples, float(args.noise), float(args.time_budget),
+                     tuple(sorted(self.options.items())), self.adapters[m].settings())
+                for eq in self.equations for seed in self.seeds for m in (methods or self.methods)]
+
+
+def plan_run(args) -> Plan:
+    """Check a parsed command line and say what it would run; ValueError if it is wrong."""
+    methods = list(dict.fromkeys(m.strip() for m in args.method.split(",") if m.strip()))
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise ValueError(f"unknown method(s) {unknown}; choose from {sorted(METHODS)}")
+    equations = select_equations(args)
+    seeds = parse_seeds(args.seeds)
+    if args.time_budget <= 0 or not math.isfinite(args.time_budget):
+        raise ValueError(f"--time-budget must be a positive number, got {args.time_budget}")
+    if args.jobs < 1 or (args.first is not None and args.first < 1):
+        raise ValueError("--jobs and --first must be at least 1")
+    if args.scatter_equation:
+        get_equation(args.scatter_equation)
+    options = {"n_epochs": args.epochs, "restarts_per_fit": args.restarts_per_fit,
+               **parse_settings(args.set)}
+    adapters = {m: get_method(m, **options) for m in methods}
+    return Plan(methods, equations, seeds, options, adapters)
+
+
+def planned_tasks(argv: list[str]) -> list[Task]:
+    """The tasks ``python -m experiments.feynman ARGV`` would run, without running or
+    writing anything (their ``key()`` is the key of the CSV rows it would write)."""
+    args = build_parser().parse_args(argv)
+    return plan_run(args).tasks(args)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    methods = list(dict.fromkeys(m.strip() for m in args.method.split(",") if m.strip()))
+    if args.rescore or args.summarize:
+        from experiments.feynman_rescore import rescore_or_summarize  # it imports this module
+        return rescore_or_summarize(parser, args)
     try:
-        unknown = [m for m in methods if m not in METHODS]
-        if unknown or not methods:
-            raise ValueError(f"unknown method(s) {unknown}; choose from {sorted(METHODS)}")
-        equations = select_equations(args)
-        seeds = parse_seeds(args.seeds)
-        if args.time_budget <= 0 or not math.isfinite(args.time_budget):
-            raise ValueError(f"--time-budget must be a positive number, got {args.time_budget}")
-        if args.jobs < 1 or (args.first is not None and args.first < 1):
-            raise ValueError("--jobs and --first must be at least 1")
-        if args.scatter_equation:
-            get_equation(args.scatter_equation)
-        options = {"n_epochs": args.epochs, "restarts_per_fit": args.restarts_per_fit,
-                   **parse_settings(args.set)}
-        adapters = {m: get_method(m, **options) for m in methods}
+        plan = plan_run(args)
     except ValueError as err:
         parser.error(str(err))
+    methods, equations, seeds, adapters = plan.methods, plan.equations, plan.seeds, plan.adapters
     say = (lambda *a, **k: None) if args.quiet else print
 
     unavailable = {}
@@ -457,9 +550,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     paths = {m: Path(args.output.replace("{method}", m)) for m in methods}
-    tasks = [Task(m, eq, seed, args.samples, float(args.noise), float(args.time_budget),
-                  tuple(sorted(options.items())), adapters[m].settings())
-             for eq in equations for seed in seeds for m in methods]
+    tasks = plan.tasks(args, methods)
     try:
         existing = {path: latest_by_key(read_rows(path)) for path in set(paths.values())}
     except ValueError as err:

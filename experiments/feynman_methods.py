@@ -252,6 +252,8 @@ class GplearnMethod(Method):
     the next generation is expected to end within the budget."""
 
     name = "gplearn"
+    # gplearn's protected versions of these (see _GPLEARN_FUNCTIONS).
+    FUNCTION_SET = ("add", "sub", "mul", "div", "sqrt", "log", "neg", "inv", "sin", "cos")
 
     def __init__(self, population_size: int = 1000, max_generations: int = 1000,
                  parsimony_coefficient: float = 0.001, clock: Callable[[], float] = time.perf_counter):
@@ -269,8 +271,7 @@ class GplearnMethod(Method):
         from gplearn.genetic import SymbolicRegressor as GPRegressor
 
         model = GPRegressor(population_size=self.population_size, generations=1,
-                            function_set=("add", "sub", "mul", "div", "sqrt", "log", "neg",
-                                          "inv", "sin", "cos"),
+                            function_set=self.FUNCTION_SET,
                             parsimony_coefficient=self.parsimony_coefficient,
                             random_state=seed, n_jobs=1, warm_start=True)
         deadline = self.clock() + float(time_budget)

@@ -40,7 +40,7 @@ def plot_solution_rates(rows: list[dict], path: Path) -> Path:
         acc.append(100.0 * sum(r["accuracy_solved"] for r in mine) / len(mine))
     x = np.arange(len(methods))
     fig, ax = plt.subplots(figsize=(max(4.0, 1.6 * len(methods) + 2), 4))
-    for offset, values, label in ((-0.2, sym, "symbolic solution"),
+    for offset, values, label in ((-0.2, sym, "symbolic solution (SRBench rule)"),
                                   (0.2, acc, "accuracy solution (R2 > 0.999)")):
         bars = ax.bar(x + offset, values, width=0.4, label=label)
         ax.bar_label(bars, fmt="%.0f%%", fontsize=8)

@@ -2,7 +2,12 @@
 
 A model *recovers* an equation when, after its floats are rounded, sympy simplifies
 ``model - truth`` to a constant or ``model / truth`` to a non-zero constant (SRBench's
-rule). Simplification can run for minutes on an unlucky expression, so every call runs in
+rule). How floats are rounded is ``rounding``: ``"decimals"`` (the default) is SRBench's
+own rule, 3 decimal places (``round(a, 3)`` in its ``symbolic_utils.round_floats``), so
+that figures compared with SRBench's use it; ``"significant"`` keeps 3 significant
+digits instead (this project's rule before; it forgives 12345.678 vs 12300 and keeps
+0.0004, where SRBench's rule does the opposite). Both set floats below 1e-4 to 0 first,
+as SRBench does. Simplification can run for minutes on an unlucky expression, so every call runs in
 a child process that is killed at a timeout; a timeout counts as not solved.
 
 Example::
@@ -15,7 +20,8 @@ Example::
     mu, Nn = sympy.symbols("mu Nn")
     score_model(2.0 * mu * Nn, eq, data.X_test, data.y_test)
     # {'test_r2': -4.56..., 'accuracy_solved': False, 'symbolic_solved': True,
-    #  'reason': 'ratio constant', 'complexity': 4, 'model': '2.0*Nn*mu'}
+    #  'reason': 'ratio constant', 'complexity': 4, 'model': '2.0*Nn*mu',
+    #  'symbolic': {'decimals': SymbolicResult(solved=True, reason='ratio constant')}}
 """
 from __future__ import annotations
 
@@ -30,6 +36,10 @@ from experiments.feynman_data import FeynmanEquation
 
 ACCURACY_THRESHOLD = 0.999  # SRBench's "accuracy solution": test R2 above this
 DEFAULT_TIMEOUT = 10.0
+# How floats are rounded before the symbolic check: SRBench's rule first.
+ROUNDING_RULES = ("decimals", "significant")
+SRBENCH_ROUNDING = "decimals"
+ROUNDING_NAMES = {"decimals": "SRBench: 3 decimal places", "significant": "3 significant digits"}
 # SRBench also sets floats below 1e-4 in magnitude to 0 before its check, so that a
 # spurious 1e-7*x term does not spoil an otherwise exact formula.
 SRBENCH_ZERO_BELOW = 1e-4
@@ -83,18 +93,26 @@ def r2_score(y_true, y_pred) -> float:
 
 
 def round_floats(expr: sympy.Basic, digits: int = 3,
-                 zero_below: float | None = None) -> sympy.Basic:
-    """Round every Float in ``expr`` to ``digits`` significant digits.
+                 zero_below: float | None = None,
+                 rounding: str = SRBENCH_ROUNDING) -> sympy.Basic:
+    """Round every Float in ``expr``: to ``digits`` decimal places (``rounding="decimals"``,
+    SRBench's rule) or to ``digits`` significant digits (``rounding="significant"``).
 
-    Integers and Rationals are left alone. With ``zero_below``, Floats smaller than it in
-    magnitude become 0 (SRBench uses 1e-4).
+    Integers and Rationals are left alone; a Float that rounds to zero becomes the Integer
+    0. With ``zero_below``, Floats smaller than it in magnitude become 0 (SRBench uses
+    1e-4).
 
     >>> x = sympy.Symbol("x")
     >>> round_floats(0.50004 * x + 3.14159)
+    0.5*x + 3.142
+    >>> round_floats(0.50004 * x + 3.14159, rounding="significant")
     0.5*x + 3.14
+    >>> round_floats(12345.678 * x + 0.0004), round_floats(12345.678 * x + 0.0004, rounding="significant")
+    (12345.678*x, 12300.0*x + 0.0004)
     """
     if digits < 1:
         raise ValueError(f"digits must be at least 1, got {digits}")
+    _check_rounding(rounding)
     expr = sympy.sympify(expr)
     replace = {}
     for number in expr.atoms(sympy.Float):
@@ -102,9 +120,17 @@ def round_floats(expr: sympy.Basic, digits: int = 3,
         if zero_below is not None and abs(value) < zero_below:
             replace[number] = sympy.Integer(0)
         elif np.isfinite(value):
-            # '%.3g' is exactly "3 significant digits"; Float(str) keeps the short value.
-            replace[number] = sympy.Float(f"{value:.{digits}g}")
+            # '%.3f' is "3 decimal places", '%.3g' "3 significant digits", both rounded from
+            # the float's exact value; Float(str) keeps the short decimal value.
+            text = f"{value:.{digits}{'f' if rounding == 'decimals' else 'g'}}"
+            rounded = sympy.Float(text)
+            replace[number] = sympy.Integer(0) if rounded == 0 else rounded
     return expr.xreplace(replace)
+
+
+def _check_rounding(rounding) -> None:
+    if rounding not in ROUNDING_RULES:
+        raise ValueError(f"rounding must be one of {ROUNDING_RULES}, got {rounding!r}")
 
 
 def complexity(expr: sympy.Basic) -> int:
@@ -231,8 +257,12 @@ def is_symbolic_solution(model_expr, true_expr, timeout: float = DEFAULT_TIMEOUT
                          digits: int = 3,
                          zero_below: float | None = SRBENCH_ZERO_BELOW,
                          seed: int = 0,
-                         domain: Mapping[str, str] | None = None) -> SymbolicResult:
+                         domain: Mapping[str, str] | None = None,
+                         rounding: str = SRBENCH_ROUNDING) -> SymbolicResult:
     """SRBench's exact-recovery check, each sympy.simplify bounded by ``timeout`` s.
+
+    The model's floats are first rounded by ``rounding`` (see `round_floats`): SRBench's
+    3 decimal places by default, or 3 significant digits.
 
     Symbols are matched by name. ``points`` (name -> values, e.g. the test rows) feed a
     cheap numeric pre-check that rejects clearly different models without sympy; when
@@ -244,12 +274,13 @@ def is_symbolic_solution(model_expr, true_expr, timeout: float = DEFAULT_TIMEOUT
     >>> is_symbolic_solution(3.0 * x * y**2, x * y**2)
     SymbolicResult(solved=True, reason='ratio constant')
     """
+    _check_rounding(rounding)
     if model_expr is None:
         return SymbolicResult(False, "error: no model")
     try:
         model = _by_name(sympy.sympify(model_expr))
         truth = _by_name(sympy.sympify(true_expr))
-        model = _whole_floats_to_integers(round_floats(model, digits, zero_below))
+        model = _whole_floats_to_integers(round_floats(model, digits, zero_below, rounding))
         if domain:
             assume = {sympy.Symbol(name): sympy.Symbol(name, **{sign: True})
                       for name, sign in domain.items()}
@@ -292,10 +323,54 @@ def is_symbolic_solution(model_expr, true_expr, timeout: float = DEFAULT_TIMEOUT
     return last
 
 
+def symbolic_checks(model_expr, eq: FeynmanEquation, X_test,
+                    roundings: Sequence[str] = ROUNDING_RULES, *,
+                    timeout: float = DEFAULT_TIMEOUT,
+                    assume_domain: bool = True) -> dict[str, SymbolicResult]:
+    """`is_symbolic_solution` of a model over the equation's variable names under each
+    rounding rule in ``roundings`` (rule -> verdict); a rule that rounds the model to
+    the same formula as an earlier one shares its verdict instead of simplifying again.
+
+    The first rows of ``X_test`` feed the numeric pre-check; with ``assume_domain``, a
+    variable sampled from a range with low > 0 (>= 0) is taken as positive
+    (non-negative).
+
+    >>> from experiments.feynman_data import get_equation, make_dataset
+    >>> eq = get_equation("I.12.1"); d = make_dataset(eq, n_samples=40)
+    >>> mu, Nn = eq.symbols
+    >>> checks = symbolic_checks(mu * Nn + 0.0004 * mu, eq, d.X_test)
+    >>> checks["decimals"].solved, checks["significant"].solved
+    (True, False)
+    """
+    for rule in roundings:
+        _check_rounding(rule)
+    X_test = np.asarray(X_test, dtype=np.float64)
+    points = {name: X_test[:_N_POINTS, j] for j, name in enumerate(eq.variables)}
+    domain = None
+    if assume_domain:
+        domain = {name: "positive" if low > 0 else "nonnegative"
+                  for name, (low, _) in zip(eq.variables, eq.ranges) if low >= 0}
+    verdicts, seen = {}, {}
+    for rule in dict.fromkeys(roundings):
+        try:
+            rounded = round_floats(sympy.sympify(model_expr), 3, SRBENCH_ZERO_BELOW, rule)
+        except (sympy.SympifyError, TypeError, ValueError):
+            rounded = None
+        if rounded is not None and rounded in seen:
+            verdicts[rule] = seen[rounded]
+            continue
+        verdicts[rule] = is_symbolic_solution(model_expr, eq.sympy_expr, timeout=timeout,
+                                              points=points, domain=domain, rounding=rule)
+        if rounded is not None:
+            seen[rounded] = verdicts[rule]
+    return verdicts
+
+
 def score_model(model_expr, eq: FeynmanEquation, X_test, y_test,
                 predict: Callable[[np.ndarray], np.ndarray] | None = None, *,
                 feature_names: Sequence[str] | None = None,
-                timeout: float = DEFAULT_TIMEOUT, assume_domain: bool = True) -> dict:
+                timeout: float = DEFAULT_TIMEOUT, assume_domain: bool = True,
+                rounding: str | Sequence[str] = SRBENCH_ROUNDING) -> dict:
     """Score one fitted model on one equation, SRBench ground-truth style.
 
     ``model_expr`` is a sympy expression over the equation's variable names (or over
@@ -304,6 +379,9 @@ def score_model(model_expr, eq: FeynmanEquation, X_test, y_test,
     With ``assume_domain``, a variable sampled from a range with low > 0 (>= 0) is taken
     as positive (non-negative) in the symbolic check: on the data's domain
     ``sqrt(q**2/C**2)`` *is* ``q/C``, though SRBench's assumption-free check says no.
+    ``rounding`` is a rule of `round_floats` (SRBench's 3 decimal places by default) or
+    several: ``symbolic_solved`` and ``reason`` are the first rule's, ``symbolic`` maps
+    every rule to its `SymbolicResult`.
 
     >>> from experiments.feynman_data import get_equation, make_dataset
     >>> eq = get_equation("I.12.1"); d = make_dataset(eq, n_samples=40)
@@ -311,9 +389,15 @@ def score_model(model_expr, eq: FeynmanEquation, X_test, y_test,
     >>> score_model(mu * Nn + 1.0, eq, d.X_test, d.y_test)["reason"]
     'difference constant'
     """
+    roundings = [rounding] if isinstance(rounding, str) else list(rounding)
+    if not roundings:
+        raise ValueError("rounding needs at least one rule")
+    for rule in roundings:
+        _check_rounding(rule)
+    failed = SymbolicResult(False, "error: no model")
     result = {"test_r2": float("-inf"), "accuracy_solved": False,
-              "symbolic_solved": False, "reason": "error: no model", "complexity": None,
-              "model": None}
+              "symbolic_solved": False, "reason": failed.reason, "complexity": None,
+              "model": None, "symbolic": dict.fromkeys(roundings, failed)}
     if model_expr is None:
         return result
     X_test = np.asarray(X_test, dtype=np.float64)
@@ -324,7 +408,8 @@ def score_model(model_expr, eq: FeynmanEquation, X_test, y_test,
     try:
         model = _by_name(sympy.sympify(model_expr))
     except (sympy.SympifyError, TypeError) as err:
-        result["reason"] = f"error: {type(err).__name__}: {err}"[:300]
+        failed = SymbolicResult(False, f"error: {type(err).__name__}: {err}"[:300])
+        result["reason"], result["symbolic"] = failed.reason, dict.fromkeys(roundings, failed)
         return result
     if feature_names is not None:
         if len(feature_names) != eq.n_variables:
@@ -350,12 +435,8 @@ def score_model(model_expr, eq: FeynmanEquation, X_test, y_test,
         result["prediction_error"] = f"{type(err).__name__}: {err}"[:300]
     result["accuracy_solved"] = bool(result["test_r2"] > ACCURACY_THRESHOLD)
 
-    points = {name: X_test[:_N_POINTS, j] for j, name in enumerate(eq.variables)}
-    domain = None
-    if assume_domain:
-        domain = {name: "positive" if low > 0 else "nonnegative"
-                  for name, (low, _) in zip(eq.variables, eq.ranges) if low >= 0}
-    check = is_symbolic_solution(model, eq.sympy_expr, timeout=timeout, points=points,
-                                 domain=domain)
-    result["symbolic_solved"], result["reason"] = check.solved, check.reason
+    result["symbolic"] = symbolic_checks(model, eq, X_test, roundings, timeout=timeout,
+                                         assume_domain=assume_domain)
+    first = result["symbolic"][roundings[0]]
+    result["symbolic_solved"], result["reason"] = first.solved, first.reason
     return result

@@ -10,20 +10,26 @@ share of formulas answered by the loss memo (a formula seen before), and the rat
 
     python -m experiments.search_throughput                  # 3 equations, 3 runs each
     python -m experiments.search_throughput --quick          # a smoke run
+
+The table is printed and written to ``results/search_throughput.md`` (the tracked
+reference); a ``--quick`` run writes ``results/quick/search_throughput.md`` instead.
 """
 from __future__ import annotations
 
 import argparse
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
 from enhancements import PySRRegressor
 from experiments.feynman_data import get_equation, make_dataset
 from experiments.feynman_methods import SearchMethod
+from experiments.outputs import OUT_HELP, Report, output_dir
 
 EQUATIONS = ("I.10.7", "I.13.12", "II.6.15a")
+OUTPUT_FILE = "search_throughput.md"
 
 
 def run_search(dataset, memoize: bool, max_evals: int, seed: int) -> dict:
@@ -47,25 +53,39 @@ def _percent(value) -> str:
     return "-" if value is None or value != value else f"{value:.1%}"
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m experiments.search_throughput",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--equations", default=",".join(EQUATIONS), help="comma separated Feynman names")
     parser.add_argument("--max-evals", type=int, default=60_000, help="evaluations per search")
     parser.add_argument("--runs", type=int, default=3, help="runs of each setting, alternating")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="one equation, 5,000 evaluations, 1 run")
+    parser.add_argument("--quick", action="store_true",
+                        help="one equation, 5,000 evaluations, 1 run; writes to results/quick/")
+    parser.add_argument("--out", type=Path, default=None, help=OUT_HELP)
+    return parser
+
+
+def output_path(args) -> Path:
+    """The markdown file a run with these arguments writes."""
+    return output_dir(args.quick, args.out) / OUTPUT_FILE
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
+    say = Report()  # every line printed is also kept for the markdown file
     names = [n.strip() for n in args.equations.split(",") if n.strip()]
     if args.quick:
         names, args.max_evals, args.runs = names[:1], 5_000, 1
     if args.runs < 1 or args.max_evals < 1 or not names:
         parser.error("--runs and --max-evals must be at least 1, and one equation is needed")
     torch.set_num_threads(1)
-    print(f"Search throughput: {args.max_evals} evaluations per search, seed {args.seed}, "
-          f"median of {args.runs} run(s) each, memoize on/off alternating, 1 thread\n")
-    print("| equation | memoize | formulas/s | time (s) | cache hit rate | node evaluations from cache "
-          "| formulas from loss memo | same front |")
-    print("|---|---|---:|---:|---:|---:|---:|---|")
+    say(f"Search throughput: {args.max_evals} evaluations per search, seed {args.seed}, "
+        f"median of {args.runs} run(s) each, memoize on/off alternating, 1 thread\n")
+    say("| equation | memoize | formulas/s | time (s) | cache hit rate | node evaluations from cache "
+        "| formulas from loss memo | same front |")
+    say("|---|---|---:|---:|---:|---:|---:|---|")
     ratios = []
     for name in names:
         data = make_dataset(get_equation(name), seed=args.seed)
@@ -79,14 +99,15 @@ def main(argv=None) -> int:
             rs = runs[memoize]
             medians[memoize] = statistics.median(r["evals_per_second"] for r in rs)
             last = rs[-1]
-            print(f"| {name} | {'on' if memoize else 'off'} | {medians[memoize]:,.0f} "
-                  f"| {statistics.median(r['seconds'] for r in rs):.2f} "
-                  f"| {_percent(last['cache_hit_rate'])} | {_percent(last['node_share_from_cache'])} "
-                  f"| {last['loss_memo_share']:.1%} | {'yes' if same else 'NO'} |")
+            say(f"| {name} | {'on' if memoize else 'off'} | {medians[memoize]:,.0f} "
+                f"| {statistics.median(r['seconds'] for r in rs):.2f} "
+                f"| {_percent(last['cache_hit_rate'])} | {_percent(last['node_share_from_cache'])} "
+                f"| {last['loss_memo_share']:.1%} | {'yes' if same else 'NO'} |")
         ratios.append(medians[True] / medians[False])
-        print(f"| {name} | on / off | {ratios[-1]:.2f}x | | | | | |")
+        say(f"| {name} | on / off | {ratios[-1]:.2f}x | | | | | |")
     if len(ratios) > 1:
-        print(f"\nmedian ratio (memoize on / off): {statistics.median(ratios):.2f}x")
+        say(f"\nmedian ratio (memoize on / off): {statistics.median(ratios):.2f}x")
+    print(f"\nwritten: {say.write(output_path(args))}")
     return 0
 
 

@@ -3,7 +3,9 @@
 For every case, `SymbolicTrainer` (the baseline: a tree of node modules, restarts one
 after another) and `OptimizedSymbolicTrainer` fit the same data with the same seed,
 epochs and restarts, ``--runs`` times each, alternating. Printed (and written to
-``results/speed_comparison.md``, with a bar chart ``results/speed_comparison.png``):
+``results/speed_comparison.md``, with a bar chart ``results/speed_comparison.png`` and
+the numbers in ``results/speed_comparison.json``; a ``--quick`` run writes them to
+``results/quick/`` instead, so that it never replaces the tracked reference):
 
 1. per case: the formula each found, whether it is the true one (SRBench's symbolic
    check), test NMSE, median seconds of each, speedup and the cache's hit rate;
@@ -16,7 +18,7 @@ The three reference cases are those of the published PySR replication we compare
 24.56 s vs 2.44 s); the others come from the AI Feynman table.
 
     python -m experiments.speed_comparison              # full: 5 runs, ~25 minutes
-    python -m experiments.speed_comparison --quick      # a smoke run, ~1 minute
+    python -m experiments.speed_comparison --quick      # a smoke run, ~1 minute, to results/quick/
 """
 from __future__ import annotations
 
@@ -33,11 +35,12 @@ import torch
 
 from enhancements.dp_memoization import OptimizedSymbolicTrainer
 from experiments.feynman_data import FeynmanEquation, get_equation, make_dataset
+from experiments.outputs import OUT_HELP, output_dir
 from experiments.scoring import round_floats, score_model
 from pysr_baseline.model import SymbolicRegressor
 from pysr_baseline.trainer import SymbolicTrainer
 
-RESULTS_DIR = Path("results")
+OUTPUT_FILES = ("speed_comparison.md", "speed_comparison.json", "speed_comparison.png")
 
 
 def _reference(name: str, output: str, formula: str, variables, ranges) -> FeynmanEquation:
@@ -97,8 +100,9 @@ def _fit(eq, data, trainer_kwargs: dict | None, n_restarts: int, n_epochs: int, 
     history = trainer.fit(X, y, n_epochs=n_epochs)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     expr = history.formula.to_sympy(list(eq.variables))
-    score = score_model(expr, eq, X_test, y_test)
-    return Fit(wall, cpu, str(round_floats(expr, 3)), bool(score["symbolic_solved"]), 1.0 - score["test_r2"],
+    score = score_model(expr, eq, X_test, y_test)  # recovered: SRBench's rule (3 decimal places)
+    # The formula shown: constants to 3 significant digits, for reading.
+    return Fit(wall, cpu, str(round_floats(expr, 3, rounding="significant")), bool(score["symbolic_solved"]), 1.0 - score["test_r2"],
                None if trainer_kwargs is None else trainer.cache.stats.hit_rate, list(history.n_epochs_run))
 
 
@@ -261,9 +265,11 @@ def _jsonable(obj):
     return obj
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="reference cases, 1 run, 4 restarts, 100 epochs")
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m experiments.speed_comparison",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="reference cases, 1 run, 4 restarts, 100 epochs; writes to results/quick/")
     parser.add_argument("--runs", type=int, default=None, help="timed runs per trainer and case (default 5)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--restarts", type=int, default=None, help="restarts per fit, both trainers (default 8)")
@@ -272,7 +278,18 @@ def main(argv=None) -> None:
     parser.add_argument("--budget", type=float, default=None,
                         help="seconds per trainer and case for 'seconds per recovered formula' (default 60)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--out", type=Path, default=None, help=OUT_HELP)
+    return parser
+
+
+def output_paths(args) -> list[Path]:
+    """The files a run with these arguments writes: the .md table, .json and .png."""
+    folder = output_dir(args.quick, args.out)
+    return [folder / name for name in OUTPUT_FILES]
+
+
+def main(argv=None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
     runs = args.runs or (1 if args.quick else 5)
     n_restarts = args.restarts or (4 if args.quick else 8)
@@ -302,13 +319,13 @@ def main(argv=None) -> None:
     ]
     text = "\n\n".join(sections)
     print("\n" + text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "speed_comparison.md").write_text(text + "\n")
-    (args.out / "speed_comparison.json").write_text(json.dumps(_jsonable(
+    md, js, png = output_paths(args)
+    md.parent.mkdir(parents=True, exist_ok=True)
+    md.write_text(text + "\n")
+    js.write_text(json.dumps(_jsonable(
         {"header": header, "comparison": compared, "ablation": rows, "per_recovered": recovered}), indent=1))
-    plot(compared, rows, args.out / "speed_comparison.png")
-    print(f"\nwritten: {args.out / 'speed_comparison.md'}, {args.out / 'speed_comparison.png'}, "
-          f"{args.out / 'speed_comparison.json'}")
+    plot(compared, rows, png)
+    print(f"\nwritten: {md}, {png}, {js}")
 
 
 if __name__ == "__main__":

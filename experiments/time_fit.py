@@ -5,6 +5,7 @@
 Cases (500 samples, max_depth=3, the default operators): E = 0.5 m v^2, E = q / r^2,
 k = omega / c. Prints one markdown row per case: the formula found, whether it is the
 truth up to constants (SRBench's check), and the wall time of ``SymbolicTrainer.fit``.
+It only prints (there is no --quick); it writes no file.
 """
 from __future__ import annotations
 
@@ -36,7 +37,9 @@ def reference_data(names, truth: str, low: float, high: float, n_samples: int = 
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m experiments.time_fit",
+                                     description=__doc__.splitlines()[0] + " Prints a markdown table; "
+                                     "writes no file.")
     parser.add_argument("--restarts", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1)

@@ -9,7 +9,7 @@ pass mixes the candidates by ``softmax(logits / temperature)``; training drives 
 mixture toward one-hot, and `discretize` reads the formula off the argmax choices.
 
     >>> model = SymbolicRegressor(n_features=2, max_depth=3)
-    >>> model(torch.rand(10, 2, dtype=torch.float64)).shape
+    >>> model(torch.rand(10, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))).shape
     torch.Size([10])
     >>> isinstance(model.discretize(), Expression)
     True

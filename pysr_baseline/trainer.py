@@ -10,10 +10,15 @@ have their constants refitted, and the most accurate is kept, the simplest among
 near-ties. The hill climb lifts exact recovery per restart from ~12% to ~50% on the
 foundation cases (measured with 16 restarts on seven two- and three-variable formulas).
 
-    >>> model = SymbolicRegressor(n_features=2, max_depth=3)
-    >>> history = SymbolicTrainer(model, random_state=0).fit(x, y, n_epochs=200)
+    >>> import numpy as np
+    >>> from pysr_baseline.model import SymbolicRegressor
+    >>> x = np.random.default_rng(0).uniform(1, 5, (200, 2)); y = 0.5 * x[:, 0] * x[:, 1] ** 2
+    >>> model = SymbolicRegressor(n_features=2, max_depth=2)
+    >>> history = SymbolicTrainer(model, random_state=0, n_restarts=4).fit(x, y, n_epochs=60)
     >>> model.simplify()
     0.5*x0*x1**2
+    >>> history.nmse < 1e-12
+    True
 
 This is the honest baseline: every node is computed from scratch every step and the
 restarts run one after another. `enhancements.dp_memoization.OptimizedSymbolicTrainer`

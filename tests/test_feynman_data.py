@@ -160,7 +160,18 @@ def test_non_finite_targets_are_reported_with_a_count():
         make_dataset(bad, n_samples=20)
 
 
-def test_srbench_sample_constants():
-    assert SRBENCH_SAMPLES == 10000
-    assert "10000" in SAMPLES_DEVIATION_NOTE and isinstance(SAMPLES_DEVIATION_NOTE, str)
-    assert make_dataset(get_equation("I.12.1")).X_train.shape[0] == 750
+def test_sampled_data_against_values_computed_here():
+    """I.12.1 is F = mu * Nn with mu, Nn uniform on [1, 5] (FeynmanEquations.csv, row 8):
+    the targets are compared with mu * Nn computed here, not through the project's parser,
+    and the split sizes with 75/25 of the rows asked for. SRBench's evaluate_model.py
+    defaults to n_samples=10000 (the cap on its training rows)."""
+    eq = get_equation("I.12.1")
+    assert eq.variables == ("mu", "Nn") and eq.ranges == ((1.0, 5.0), (1.0, 5.0))
+    data = make_dataset(eq, n_samples=SRBENCH_SAMPLES, seed=4)
+    assert SRBENCH_SAMPLES == 10_000
+    assert data.X_train.shape == (7_500, 2) and data.X_test.shape == (2_500, 2)
+    for X, y in ((data.X_train, data.y_train), (data.X_test, data.y_test)):
+        assert np.array_equal(y, X[:, 0] * X[:, 1])
+        assert X.min() >= 1.0 and X.max() <= 5.0 and abs(X.mean() - 3.0) < 0.05   # uniform on [1, 5]
+    assert make_dataset(eq).X_train.shape == (750, 2)                             # 1,000 rows by default
+    assert "1000" in SAMPLES_DEVIATION_NOTE and "10000" in SAMPLES_DEVIATION_NOTE

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import sympy
 
-from experiments import feynman, feynman_methods
+from experiments import feynman, feynman_methods, feynman_rescore
 from experiments.feynman import COLUMNS, main, parse_seeds, select_equations
 from experiments.feynman_data import get_equation, make_dataset
 from experiments.feynman_methods import (MethodResult, SoftTreeMethod, gplearn_to_sympy,
@@ -136,8 +136,10 @@ def test_bad_arguments_are_reported(capsys):
 def test_seed_and_equation_selection():
     assert parse_seeds("3") == [0, 1, 2]
     assert parse_seeds("0,5,7") == [0, 5, 7] and parse_seeds("7,") == [7]
-    with pytest.raises(ValueError):
-        parse_seeds("0")
+    assert parse_seeds("0") == [0] and parse_seeds("1") == [0]  # 0: seed 0, not zero seeds
+    for bad in ("-1", "x", "", ",", "1,-2"):
+        with pytest.raises(ValueError):
+            parse_seeds(bad)
     ns = types.SimpleNamespace
     assert len(select_equations(ns(equations=None, all=True, first=None, bonus=False))) == 100
     assert len(select_equations(ns(equations=None, all=False, first=None, bonus=True))) == 20
@@ -237,3 +239,91 @@ def test_plots_are_written(tmp_path):
     assert [p.name for p in paths] == ["t_solution_rates.png", "t_time_per_equation.png",
                                        "t_scatter_I.12.1.png"]
     assert all(p.stat().st_size > 1000 for p in paths)
+
+
+# --- rescoring from the formula column, under both rounding rules -------------------------------
+
+RESULTS = __import__("pathlib").Path(__file__).resolve().parents[1] / "results"
+TRACKED = [RESULTS / "feynman_search_all_60s.csv", RESULTS / "feynman_gplearn_all_60s.csv"]
+VERDICTS = ("symbolic_solved", "reason", "symbolic_solved_significant", "reason_significant")
+
+
+def _sample_rows():
+    """A few tracked rows of each file: solved by difference, by ratio, and not solved."""
+    picked = []
+    for path in TRACKED:
+        rows = read(path)
+        for reason in ("difference constant", "ratio constant", "not equivalent"):
+            picked += [r for r in rows if r["reason"] == reason][:1]
+    return picked
+
+
+def test_tracked_csvs_carry_both_rules_and_rescoring_rows_gives_their_verdicts():
+    for path in TRACKED:
+        assert list(read(path)[0]) == COLUMNS
+    rows = _sample_rows()
+    assert {r["method"] for r in rows} == {"search", "gplearn"} and len(rows) >= 5
+    for row in rows:
+        again = feynman_rescore.rescore_row(row)
+        assert {k: str(again[k]) for k in VERDICTS} == {k: row[k] for k in VERDICTS}, row["equation"]
+        assert {k: str(v) for k, v in again.items() if k not in VERDICTS} == \
+            {k: v for k, v in row.items() if k not in VERDICTS}
+
+
+def test_rescoring_an_older_file_adds_the_second_rule(tmp_path, capsys):
+    old = [c for c in COLUMNS if c not in ("symbolic_solved_significant", "reason_significant")]
+    assert feynman.LEGACY_COLUMNS == old
+    rows = _sample_rows()[:3]
+    path = tmp_path / "old.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=old, lineterminator="\n")
+        writer.writeheader()
+        for r in rows:
+            # An older runner wrote the 3-significant-digit verdict as symbolic_solved.
+            writer.writerow({**{c: r[c] for c in old}, "symbolic_solved": r["symbolic_solved_significant"],
+                             "reason": r["reason_significant"]})
+    with pytest.raises(ValueError, match="--rescore"):
+        feynman.read_rows(path)
+    assert main(["--rescore", str(path)]) == 0
+    printed = capsys.readouterr().out
+    assert "3 rows rescored; 0 of its 3-significant-digit verdicts changed" in printed
+    assert "symbolic solutions (SRBench: 3 decimal places)" in printed
+    new = feynman.read_rows(path)
+    assert [{k: r[k] for k in VERDICTS} for r in new] == [{k: r[k] for k in VERDICTS} for r in rows]
+    assert not list(tmp_path.glob("*.rescoring"))  # the temporary file was renamed into place
+
+
+def test_summary_counts_both_rules(tmp_path, capsys):
+    base = {"method": "m", "seed": "0", "samples": "100", "noise": "0.0", "time_budget": "1.0",
+            "settings": "", "time": "1.0", "train_loss": "0.0", "test_r2": "1.0",
+            "accuracy_solved": "True", "formula": "x", "complexity": "1", "n_fits": "1", "error": ""}
+    rows = [feynman.typed({**base, "equation": eq, "symbolic_solved": a, "reason": "",
+                           "symbolic_solved_significant": b, "reason_significant": ""})
+            for eq, a, b in [("I.12.1", "True", "False"), ("I.25.13", "True", "True"),
+                             ("I.14.3", "False", "True")]]
+    text = feynman.summarize(rows, ["m"])
+    assert "| m | 3 | 3 | 2/3 (67%) | 2/3 (67%) |" in text
+    assert "Solved by m under SRBench: 3 decimal places only (1): I.12.1 seed 0" in text
+    assert "Solved by m under 3 significant digits only (1): I.14.3 seed 0" in text
+    assert "Unsolved by m under SRBench: 3 decimal places (1): I.14.3" in text
+
+
+def test_new_rows_carry_both_verdicts(tmp_path, monkeypatch):
+    class Spurious(feynman_methods.Method):
+        """The truth plus a 0.0004*(first variable) term: solved under SRBench's 3 decimal
+        places, not under 3 significant digits."""
+        name = "spurious"
+
+        def run(self, dataset, time_budget, seed):
+            eq = dataset.equation
+            return MethodResult(expr=eq.sympy_expr + 0.0004 * eq.symbols[0], train_loss=0.0)
+
+    monkeypatch.setitem(feynman_methods.METHODS, "spurious", Spurious)
+    out = tmp_path / "s.csv"
+    assert main(["--method", "spurious", "--equations", "I.12.1", "--seeds", "0",
+                 "--output", str(out), "--quiet"]) == 0
+    (row,) = read(out)
+    assert row["seed"] == "0"
+    assert (row["symbolic_solved"], row["symbolic_solved_significant"]) == ("True", "False")
+    assert row["reason"] == "difference constant" and row["reason_significant"] == "not equivalent"
+    assert {k: str(v) for k, v in feynman_rescore.rescore_row(row).items()} == row

@@ -63,10 +63,29 @@ def test_fitted_outputs(fitted):
     assert np.allclose(clone_of_fitted.predict(X2), pred)
 
 
-def test_model_selection_changes_the_pick(fitted):
-    acc = clone(fitted).set_params(model_selection="accuracy")
-    acc.equations_, acc.expressions_, acc.loss_floor_ = fitted.equations_, fitted.expressions_, fitted.loss_floor_
-    assert acc.get_best()["loss"] == fitted.equations_["loss"].min()
+def test_model_selection_changes_the_pick():
+    """On y = 10 x0 + 0.2 x1 + noise the three rules disagree (at each of seeds 0-4):
+    "score" takes 10 x0 (the largest drop in log loss per unit of complexity), "best" the
+    highest score among formulas within 1.5x of the lowest loss (one with the 0.2 x1
+    term), "accuracy" the lowest loss (a longer formula fitting the noise). Each pick is
+    checked against the rule computed here from the front, and predict follows it."""
+    data = np.random.default_rng(2)
+    X = data.uniform(1, 4, (150, 2))
+    y = 10 * X[:, 0] + 0.2 * X[:, 1] + 0.1 * data.normal(size=150)
+    model = PySRRegressor(**FAST).fit(X, y)
+    eq = model.equations_
+    loss, complexity = eq["loss"].to_numpy(), eq["complexity"].to_numpy()
+    score = np.concatenate([[0.0], -np.diff(np.log(loss)) / np.diff(complexity)])
+    np.testing.assert_allclose(eq["score"], score, rtol=1e-9, atol=1e-12)
+    within = np.flatnonzero(loss <= 1.5 * loss.min())
+    expected = {"accuracy": int(np.argmin(loss)), "score": int(np.argmax(score)),
+                "best": int(within[np.argmax(score[within])])}
+    assert len(set(expected.values())) == 3, eq[["complexity", "loss", "score", "equation"]]
+    for rule, row in expected.items():
+        model.set_params(model_selection=rule)       # chosen at use, so no refit is needed
+        assert model.get_best().name == row, rule
+        np.testing.assert_array_equal(model.predict(X), model.predict(X, index=row))
+        assert model.sympy() == eq["sympy_format"][row]
 
 
 def test_pandas_input_names_variables():
@@ -137,11 +156,22 @@ def test_bad_weights_and_names():
 
 
 def test_other_losses_and_stop_conditions():
-    m = PySRRegressor(**{**FAST, "elementwise_loss": "L1DistLoss()",
-                         "early_stop_condition": "f(loss, complexity) = loss < 1e-9 && complexity < 10"})
-    m.fit(X2, Y2)
-    best = m.get_best()
-    assert np.mean(np.abs(m.predict(X2) - Y2)) == pytest.approx(best["loss"], rel=1e-6, abs=1e-12)
+    """An early-stop string stops the search as soon as a formula meets it (here in the first
+    iteration, where x0 * x1 + 2 is found), and only then: when its complexity clause cannot
+    hold, the search runs all its iterations."""
+    runs = {}
+    for name, condition in (("met", "f(loss, complexity) = loss < 1e-9 && complexity < 10"),
+                            ("never met", "f(loss, complexity) = loss < 1e-9 && complexity < 2")):
+        m = PySRRegressor(**{**FAST, "elementwise_loss": "L1DistLoss()", "early_stop_condition": condition})
+        runs[name] = m.fit(X2, Y2)
+        best = m.get_best()
+        assert np.mean(np.abs(m.predict(X2) - Y2)) == pytest.approx(best["loss"], rel=1e-6, abs=1e-12)
+    met, never = runs["met"], runs["never met"]
+    assert met.stats_["stop_reason"] == "early_stop_condition" and met.stats_["iterations"] < FAST["niterations"]
+    eq = met.equations_
+    assert ((eq["loss"] < 1e-9) & (eq["complexity"] < 10)).any()
+    assert never.stats_["stop_reason"] == "niterations" and never.stats_["iterations"] == FAST["niterations"]
+    assert met.stats_["evaluations"] < never.stats_["evaluations"] / 5
 
 
 # --- recovery ----------------------------------------------------------------------------------
@@ -165,13 +195,17 @@ def _solved(found, truth) -> bool:
     return bool(is_symbolic_solution(found, truth, timeout=10, domain=positive)[0])
 
 
-FEYNMAN = [  # (name, true formula over x0, x1, x2, number of variables); data in [1, 5] ([1, 3] for I.6.2a)
+# The cases each found at seeds 0, 1 and 2 in the first iteration. I.6.2a
+# (exp(-theta^2 / 2) / sqrt(2 pi)) is not among them: it was found at some seeds and not
+# others (seeds 0 and 1 without soft-tree seeding, none of 0-2 with it; seed 2 missed it in
+# all 30 iterations), so no test can assert it; the Feynman benchmark
+# (`python -m experiments.feynman`) measures it with the other 99.
+FEYNMAN = [  # (name, true formula over x0, x1, x2, number of variables); data in [1, 5]
     ("I.14.4 k x^2 / 2", lambda x0, x1, x2: x0 * x1**2 / 2, 2),
     ("x0 / x1^2", lambda x0, x1, x2: x0 / x1**2, 2),
     ("I.14.3 m g z", lambda x0, x1, x2: x0 * x1 * x2, 3),
     ("I.12.4 q / (4 pi eps r^2)", lambda x0, x1, x2: x0 / (4 * sympy.pi * x1 * x2**2), 3),
     ("I.18.12 r F sin(theta)", lambda x0, x1, x2: x0 * x1 * sympy.sin(x2), 3),
-    ("I.6.2a exp(-theta^2 / 2) / sqrt(2 pi)", lambda x0, x1, x2: sympy.exp(-x0**2 / 2) / sympy.sqrt(2 * sympy.pi), 1),
 ]
 
 
@@ -179,15 +213,12 @@ FEYNMAN = [  # (name, true formula over x0, x1, x2, number of variables); data i
 def test_recovers_feynman_equations(name, formula, n_vars):
     symbols = sympy.symbols("x0 x1 x2")
     truth = formula(*symbols)
-    X = np.random.default_rng(1).uniform(1, 3 if name.startswith("I.6.2a") else 5, (300, n_vars))
+    X = np.random.default_rng(1).uniform(1, 5, (300, n_vars))
     f = sympy.lambdify(symbols[:n_vars], truth, "numpy")
     y = f(*X.T) * np.ones(len(X))
-    # I.6.2a runs without soft-tree seeding: the soft tree's near fits of it (R2 ~ 0.99998,
-    # not the formula) crowd the populations, and with seeding the search missed it at
-    # seeds 0, 1 and 2 (found at seeds 0 and 1 without); a known weakness of the seeding.
-    seeding = 0.0 if name.startswith("I.6.2a") else 0.1
+    # Bounded by iterations, not by a clock, so that a busy machine gets the same result.
     model = PySRRegressor(unary_operators=["sin", "exp", "sqrt", "square"], populations=8,
                           ncycles_per_iteration=100, niterations=30, random_state=0, verbosity=0,
-                          early_stop_condition=1e-20, timeout_in_seconds=60, soft_tree_seed_fraction=seeding)
+                          early_stop_condition=1e-20)
     model.fit(X, y, variable_names=[f"x{i}" for i in range(n_vars)])
     assert _solved(model.sympy(), truth), f"{name}: found {model.sympy()}\n{model}"

@@ -8,7 +8,7 @@ import sympy
 
 from experiments.feynman_data import get_equation, load_equations, make_dataset
 from experiments.scoring import (
-    complexity, is_symbolic_solution, r2_score, round_floats, score_model)
+    complexity, is_symbolic_solution, r2_score, round_floats, score_model, symbolic_checks)
 
 SOME_EQUATIONS = load_equations()[:20] + load_equations(bonus=True)[:4]
 
@@ -27,15 +27,71 @@ def test_r2_score_basics():
 
 def test_round_floats_three_significant_digits():
     x = sympy.Symbol("x")
-    assert round_floats(0.50004 * x) == sympy.Float("0.5") * x
-    assert round_floats(sympy.Float(3.14159)) == sympy.Float("3.14")
-    assert round_floats(123456.7 * x) == sympy.Float("1.23e5") * x
-    assert round_floats(0.000123456 * x) == sympy.Float("0.000123") * x
+
+    def sig(expr, **kw):
+        return round_floats(expr, rounding="significant", **kw)
+    assert sig(0.50004 * x) == sympy.Float("0.5") * x
+    assert sig(sympy.Float(3.14159)) == sympy.Float("3.14")
+    assert sig(123456.7 * x) == sympy.Float("1.23e5") * x
+    assert sig(0.000123456 * x) == sympy.Float("0.000123") * x
     # Integers and rationals are left exactly as they were.
     exact = sympy.Rational(1, 3) * x**2 + 7
-    assert round_floats(exact) == exact
+    assert sig(exact) == exact
     y = sympy.Symbol("y")
-    assert round_floats(1e-7 * y + x, zero_below=1e-4) == x
+    assert sig(1e-7 * y + x, zero_below=1e-4) == x
+
+
+def test_round_floats_three_decimal_places_is_srbench_and_the_default():
+    x, y = sympy.symbols("x y")
+    assert round_floats(0.50004 * x) == sympy.Float("0.5") * x
+    assert round_floats(sympy.Float(3.14159)) == sympy.Float("3.142")
+    assert round_floats(123456.7 * x) == sympy.Float("123456.7") * x   # no digit lost
+    assert round_floats(12345.678 * x) == sympy.Float("12345.678") * x
+    assert round_floats(0.0004 * x + y) == y                            # 0.000: gone
+    assert round_floats(0.0123456 * x) == sympy.Float("0.012") * x
+    exact = sympy.Rational(1, 3) * x**2 + 7
+    assert round_floats(exact) == exact
+    assert round_floats(0.0004 * x, rounding="decimals") == round_floats(0.0004 * x)
+    with pytest.raises(ValueError, match="rounding"):
+        round_floats(x, rounding="sig")
+
+
+def test_the_two_rounding_rules_give_different_verdicts():
+    x = sympy.Symbol("x")
+    # A tiny spurious term: SRBench's 3 decimal places drop it, 3 significant digits keep it.
+    small = x**2 + 0.0004 * x
+    assert is_symbolic_solution(small, x**2).solved                       # the default: SRBench's
+    assert is_symbolic_solution(small, x**2, rounding="decimals").solved
+    assert not is_symbolic_solution(small, x**2, rounding="significant").solved
+    # A large constant inside a function: 3 significant digits round 1000.4 to 1000,
+    # 3 decimal places keep the 0.4.
+    big = sympy.sin(1000.4 * x)
+    assert is_symbolic_solution(big, sympy.sin(1000 * x), rounding="significant").solved
+    assert not is_symbolic_solution(big, sympy.sin(1000 * x)).solved
+    # Below SRBench's 1e-4 a float is 0 under both rules (zero_below), so both agree.
+    tiny = x**2 + 1.2345678e-5 * x
+    assert all(is_symbolic_solution(tiny, x**2, rounding=r).solved
+               for r in ("decimals", "significant"))
+    with pytest.raises(ValueError, match="rounding"):
+        is_symbolic_solution(x, x, rounding="nearest")
+
+
+def test_score_model_reports_each_rule_asked_for():
+    eq = get_equation("I.12.1")  # mu*Nn
+    data = make_dataset(eq, n_samples=40, seed=0)
+    mu, Nn = eq.symbols
+    model = mu * Nn + 0.0004 * Nn
+    both = score_model(model, eq, data.X_test, data.y_test,
+                       rounding=("decimals", "significant"))
+    assert both["symbolic"]["decimals"].solved and not both["symbolic"]["significant"].solved
+    assert both["symbolic_solved"] and both["reason"] == "difference constant"
+    default = score_model(model, eq, data.X_test, data.y_test)
+    assert default["symbolic_solved"] and list(default["symbolic"]) == ["decimals"]
+    sig_first = score_model(model, eq, data.X_test, data.y_test,
+                            rounding=("significant", "decimals"))
+    assert not sig_first["symbolic_solved"] and sig_first["reason"] == "not equivalent"
+    checks = symbolic_checks(mu * Nn * 12345.678, eq, data.X_test)
+    assert set(checks) == {"decimals", "significant"} and all(c.solved for c in checks.values())
 
 
 def test_complexity_counts_tree_nodes():

@@ -54,14 +54,76 @@ def test_crossover_stays_valid(seed, a, b):
         assert all(_valid(e, OPTS.maxsize) for e in out)
 
 
+def _only(name: str) -> Mutator:
+    """OPTS's mutator with every mutation weight zero but ``name``'s."""
+    weights = {f"weight_{m}": float(m == name) for m in MUTATIONS}
+    return Mutator(Options(**{**{k: getattr(OPTS, k) for k in ("binary_operators", "unary_operators", "maxsize",
+                                                                 "maxdepth", "constraints", "nested_constraints")},
+                              **weights}), n_features=3)
+
+
+def _leaves(e: Expression) -> list:
+    return sorted(str(n) for n in e.nodes() if n.op is None)
+
+
+def _changed_nodes(a: Expression, b: Expression) -> list:
+    """Preorder positions where two formulas of the same shape differ in a node's own label."""
+    label = lambda n: n.op.name if n.op is not None else str(n)      # noqa: E731
+    return [i for i, (m, n) in enumerate(zip(a.nodes(), b.nodes())) if label(m) != label(n)]
+
+
+START = Expression.parse("cos(x0 * 1.5) + x1 / (x2 - 0.5)")        # complexity 10 of OPTS's maxsize 12
+# What each mutation must have done to START (old, new); None: whatever it likes, as long as valid.
+EFFECT = {
+    "mutate_constant": lambda a, b: b.shape_key == a.shape_key and len(_changed_nodes(a, b)) == 1,
+    "mutate_operator": lambda a, b: b.size == a.size and _leaves(b) == _leaves(a) and len(_changed_nodes(a, b)) <= 1,
+    "mutate_feature": lambda a, b: b.size == a.size and len(_changed_nodes(a, b)) == 1
+                                   and str(list(b.nodes())[_changed_nodes(a, b)[0]]).startswith("x"),
+    "swap_operands": lambda a, b: b.key != a.key and _leaves(b) == _leaves(a) and b.size == a.size,
+    "rotate_tree": lambda a, b: b.key != a.key and _leaves(b) == _leaves(a) and b.size == a.size,
+    "add_node": lambda a, b: b.size > a.size,
+    "insert_node": lambda a, b: b.size > a.size,
+    "delete_node": lambda a, b: b.size < a.size,
+    "simplify": lambda a, b: b.key == a.key,                     # START has nothing to fold
+    "randomize": None,
+    "do_nothing": lambda a, b: b.key == a.key,
+    "optimize": lambda a, b: b.key == a.key,                     # constants are fitted by the search
+}
+
+
 @pytest.mark.parametrize("name", [m for m in MUTATIONS if m not in ("soft_tree",)])
-def test_every_mutation_applies_and_is_valid(name):
+def test_every_mutation_does_what_it_says_within_the_limits(name):
+    assert set(EFFECT) == set(MUTATIONS) - {"soft_tree"}
+    mutator = _only(name)
     rng = np.random.default_rng(1)
-    expr = Expression.parse("cos(x0 * 1.5) + x1 / (x2 - 0.5)")
-    for _ in range(30):
-        new = MUTATOR.randomize(expr, rng, 1.0, 12) if name == "randomize" else getattr(MUTATOR, name)(expr, rng, 1.0)
-        assert new is not None
-        assert new.n_features_required() <= 3
+    changed = {12: 0, 11: 0}
+    # 12: room for a new binary node; 11: room for a unary one only, so that a binary draw
+    # breaks the limit and must be retried (or, after ten tries, give None)
+    for curmax in (12, 11):
+        for _ in range(30):
+            new, kind = mutator.mutate(START, rng, 1.0, curmax)
+            assert kind == name
+            if new is None and curmax == 11:
+                continue
+            assert new is not None and _valid(new, curmax), (kind, str(new))
+            if EFFECT[name] is not None:
+                assert EFFECT[name](START, new), (kind, str(new))
+            changed[curmax] += new.key != START.key
+    if name not in ("simplify", "do_nothing", "optimize"):
+        # every draw changes the formula, but mutate_operator may redraw the same operator
+        assert changed[12] >= (15 if name == "mutate_operator" else 30), (name, changed)
+        assert changed[11] >= 10, (name, changed)
+    # at the size limit nothing that grows the formula is drawn
+    new, kind = mutator.mutate(START, rng, 1.0, OPTS.complexity(START))
+    if name in ("add_node", "insert_node"):
+        assert (new, kind) == (START, "do_nothing")
+    else:
+        assert new is None or _valid(new, OPTS.complexity(START))
+
+
+def test_simplify_mutation_folds_constants():
+    new, kind = _only("simplify").mutate(Expression.parse("x0 * (2.0 * 3.0) + x1"), np.random.default_rng(0))
+    assert kind == "simplify" and str(new) == "x0 * 6.0 + x1"
 
 
 def test_mutation_conditioning():

@@ -24,7 +24,10 @@ candidates of a level are stacked in front, (candidates, nodes, restarts, sample
 every candidate writes one contiguous block. ``restart_parameters`` returns the usual
 heap order.
 
+    >>> from pysr_baseline.trainer import initial_parameters
+    >>> model = SymbolicRegressor(n_features=2, max_depth=3)
     >>> tree = BatchedSoftTree.from_model(model, [initial_parameters(model, s, 0.5) for s in (1, 2)])
+    >>> X = torch.rand(500, 2, generator=torch.Generator().manual_seed(0)) + 1
     >>> tree(X).shape          # (restarts, samples)
     torch.Size([2, 500])
 """

@@ -24,9 +24,15 @@ one row per entry) owned by the cache, so that a batch of cached values is read 
 one ``index_select`` and nothing is allocated per node. Such an entry costs one row's
 bytes; `get` returns a copy of the row.
 
-The LRU order lives in a ``collections.OrderedDict``: its C implementation makes a hit
-or an insert cost ~0.1 us, against ~0.5-1.5 us for ``cachetools.LRUCache``, whose
-bookkeeping is Python code; the evaluator does thousands of these per batch.
+The LRU order lives in a ``collections.OrderedDict`` rather than ``cachetools.LRUCache``:
+its bookkeeping is C code, measured here at ~0.2 us an insert or a hit, against ~1.1 us
+an insert (~1.4 us with ``getsizeof``, which a byte bound needs) and ~0.5 us a hit for
+cachetools, whose bookkeeping is Python code; the evaluator does thousands of these per
+batch (``python -m experiments.lru_overhead`` measures both).
+
+``max_bytes`` bounds what the cache holds between calls, the row stores' reserved rows
+included: a batch may need more rows than the bound while it is computed (its working
+set), and after it the rows beyond the bound are given back (`trim`).
 """
 from __future__ import annotations
 
@@ -99,12 +105,35 @@ class RowStore:
 
     def __init__(self, columns: torch.Tensor, max_rows: int = 256):
         n_pinned, n_rows = columns.shape
-        capacity = n_pinned + max(int(max_rows), 1)
+        self.max_rows = max(int(max_rows), 1)
+        self.limit_rows = self.max_rows  # rows kept between batches (`SubexpressionCache.trim`)
+        capacity = n_pinned + self.max_rows
         self.buffer = torch.empty((capacity, n_rows), dtype=columns.dtype, device=columns.device)
         self.buffer[:n_pinned] = columns
         self.n_pinned = self.top = n_pinned
         self.row_bytes = n_rows * self.buffer.element_size()
         self.free: list = []  # rows given back
+
+    @property
+    def pinned_bytes(self) -> int:
+        """Bytes of the data's own columns (always held)."""
+        return self.n_pinned * self.row_bytes
+
+    def compact(self, live: list) -> list:
+        """Move the rows ``live`` (in that order) to a fresh buffer of ``max_rows`` rows
+        (more if ``live`` needs them) and free the old one; returns their new indices.
+        Every other row is forgotten."""
+        n_pinned, n = self.n_pinned, len(live)
+        buffer = torch.empty((n_pinned + max(self.max_rows, n), self.buffer.shape[1]),
+                             dtype=self.buffer.dtype, device=self.buffer.device)
+        buffer[:n_pinned] = self.buffer[:n_pinned]
+        if n:
+            index = torch.tensor(live, dtype=torch.long, device=buffer.device)
+            torch.index_select(self.buffer, 0, index, out=buffer[n_pinned:n_pinned + n])
+        self.buffer = buffer
+        self.top = n_pinned + n
+        self.free = []
+        return list(range(n_pinned, n_pinned + n))
 
     @property
     def capacity(self) -> int:
@@ -300,7 +329,23 @@ class SubexpressionCache:
             if self.max_bytes is not None:
                 max_rows = min(max_rows, self.max_bytes // max(row_bytes, 1))
             store = self._stores[fingerprint] = RowStore(columns, max_rows + 64)
+            store.limit_rows = max_rows
         return store
+
+    def trim(self, fingerprint: Fingerprint) -> int:
+        """After a batch: if the data set's row store has handed out more rows than the
+        limits allow (the batch's working set), move the rows of live entries to a
+        store of the limits' size, so that what stays reserved is bounded by them.
+        Returns the rows given back (0 when within the limits: the usual case)."""
+        store = self._stores.get(fingerprint)
+        if store is None or store.top - store.n_pinned <= store.limit_rows:
+            return 0
+        entries = self._entries
+        keys = [k for k, v in entries.items() if type(v) is int and k[0] == fingerprint]
+        before = store.top
+        for key, row in zip(keys, store.compact([entries[k] for k in keys])):
+            entries[key] = row  # an existing key: its LRU position is kept
+        return before - store.top
 
     # --- invalidation ------------------------------------------------------------------------
     def invalidate(self, predicate: Callable[[Fingerprint, Hashable], bool] | str) -> int:

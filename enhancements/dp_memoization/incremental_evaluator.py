@@ -302,6 +302,8 @@ class IncrementalEvaluator:
             _run_level(plan, buffer, scalars, index, g_a, g_b, scratch, columns)
         result = self._assemble(dag, buffer, scalars, out)
         self._remember(dag, store, fresh, scalars, n_known)
+        if self.cache is not None:
+            self.cache.trim(self.fingerprint)
         self._count(dag, fresh.n_rows_nodes * n_rows + fresh.slot - n_known)
         return result
 
@@ -439,6 +441,7 @@ class IncrementalEvaluator:
                                      stack([part.detach() for part in new_parts]))
             refused = self.cache._insert_many(zip(new_keys, taken), store.row_bytes)
             store.free.extend(refused)
+            self.cache.trim(self.fingerprint)
         self._count(dag, node_rows)
         return out
 

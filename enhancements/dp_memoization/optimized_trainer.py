@@ -23,9 +23,16 @@ at a time:
    probability above ``harden_threshold``), no restart's argmax choices have changed
    for ``patience`` epochs and the loss has stopped moving.
 
-    >>> trainer = OptimizedSymbolicTrainer(model, cache_capacity=1000, random_state=0)
-    >>> history = trainer.fit(x, y, n_epochs=200)
-    >>> trainer.cache.stats.hit_rate
+    >>> import numpy as np
+    >>> from pysr_baseline.model import SymbolicRegressor
+    >>> x = np.random.default_rng(0).uniform(1, 5, (200, 2)); y = 0.5 * x[:, 0] * x[:, 1] ** 2
+    >>> model = SymbolicRegressor(n_features=2, max_depth=2)
+    >>> trainer = OptimizedSymbolicTrainer(model, cache_capacity=1000, random_state=0, n_restarts=4)
+    >>> history = trainer.fit(x, y, n_epochs=60)
+    >>> model.simplify()
+    0.5*x0*x1**2
+    >>> trainer.cache.stats.hits > 0      # restarts and neighbours share sub-trees
+    True
 """
 from __future__ import annotations
 

@@ -8,8 +8,14 @@ and its own step length, so the result for a formula does not depend on what els
 the batch. Restarts (``optimizer_nrestarts``) are extra rows: the starting constants
 perturbed, as in SymbolicRegression.jl (x * (1 + 0.5 * N(0, 1))).
 
-    >>> # result = optimize_constants(scorer, exprs, iterations=8, nrestarts=2, rng=rng)
-    >>> # result.exprs[i] has the fitted constants, result.loss[i] its loss (never worse than before)
+    >>> import torch
+    >>> from enhancements.hybrid_optimization.options import Options
+    >>> from enhancements.hybrid_optimization.scoring import Scorer
+    >>> X = torch.linspace(0, 3, 40, dtype=torch.float64).reshape(-1, 1)
+    >>> scorer = Scorer(X, torch.cos(1.3 * X[:, 0]), None, Options())
+    >>> result = optimize_constants(scorer, [Expression.parse("cos(x0 * 1.0)")], iterations=20, nrestarts=2)
+    >>> str(result.exprs[0]), bool(result.improved[0]), bool(result.loss[0] < 1e-20)
+    ('cos(x0 * 1.3)', True, True)
 """
 from __future__ import annotations
 

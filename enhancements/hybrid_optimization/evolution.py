@@ -12,8 +12,16 @@ the hall of fame, and refinement of the hall of fame's front (`front.FrontKeeper
 Every random choice for a population comes from that population's own generator (spawned
 from ``random_state``), so a seed fixes the run.
 
-    >>> # result = Search(X, y, None, Options(niterations=5, populations=8)).run()
-    >>> # result.hall_of_fame.pareto_front()
+    >>> X = torch.tensor(np.random.default_rng(0).uniform(1, 3, (100, 2)))
+    >>> y = X[:, 0] * X[:, 1] + 2.0
+    >>> opts = Options(binary_operators=["+", "*"], niterations=2, populations=4, population_size=20,
+    ...                ncycles_per_iteration=20, random_state=0, verbosity=0)
+    >>> result = Search(X, y, None, opts).run()
+    >>> result.stop_reason, result.hall_of_fame.best_loss() < 1e-20
+    ('niterations', True)
+    >>> front = result.hall_of_fame.pareto_front()      # simplest first, each more accurate
+    >>> all(a.complexity < b.complexity and a.loss > b.loss for a, b in zip(front, front[1:]))
+    True
 """
 from __future__ import annotations
 
@@ -29,6 +37,7 @@ from pysr_baseline.expression import Expression
 
 from enhancements.hybrid_optimization.constant_optimization import optimize_constants
 from enhancements.hybrid_optimization.hall_of_fame import HallOfFame, select_index
+from enhancements.hybrid_optimization.interrupts import StopRequest
 from enhancements.hybrid_optimization.mutations import Mutator
 from enhancements.hybrid_optimization.options import Options
 from enhancements.hybrid_optimization.population import PopMember, Population, RunningSearchStatistics
@@ -109,7 +118,11 @@ def _torch_threads(n: int):
 class Search:
     """One symbolic-regression search on (X, y[, weights]) under ``options``.
 
-    ``callback(search, iteration)`` is called after every iteration (the progress bar)."""
+    ``callback(search, iteration)`` is called after every iteration (the progress bar);
+    if the callback has an ``on_step(search)`` method, that is called after every step
+    too (a step is one batch of mutants: many per iteration), and after every part of a
+    batch that large data splits, so progress shows within an iteration. The first Ctrl-C stops the search at the next step (stop reason
+    ``"interrupted"``) with the hall of fame complete; a second one aborts."""
 
     def __init__(self, X: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None, options: Options,
                  callback=None):
@@ -124,6 +137,10 @@ class Search:
         self.pop_rngs = [np.random.default_rng(c) for c in children[:-1]]
         self.rng = np.random.default_rng(children[-1])
         self.callback = callback
+        self._on_step = getattr(callback, "on_step", None)
+        if self._on_step is not None:
+            self.scorer.on_chunk = lambda: self._on_step(self)
+        self._stop_request = StopRequest()
         self._birth = 0
         # Losses below this are round-off for an exact formula (used by model selection).
         self.loss_floor = float(np.finfo(np.float64).eps) * max(self.scorer.baseline_loss, 1e-300)
@@ -145,6 +162,7 @@ class Search:
         self._seed_seconds = 0.0  # how long the last soft-tree seeding took
         self.populations: list[Population] = []
         self.iteration = 0
+        self._cycle = 0.0  # cycles done in the current iteration
         self._cycles_done = 0
         self._start = time.perf_counter()
 
@@ -195,6 +213,8 @@ class Search:
 
     def _check_budget(self) -> None:
         opts = self.opts
+        if self._stop_request.requested:
+            raise _Stop("interrupted")
         if self._early_stop is not None:
             raise _Stop(self._early_stop)
         deadline = self._deadline()
@@ -434,9 +454,32 @@ class Search:
                     pop.members[where] = pool[int(self.rng.integers(len(pool)))].copy(self._next_birth())
 
     def run(self) -> SearchResult:
-        """Run until niterations, timeout_in_seconds, max_evals or early_stop_condition."""
-        with _torch_threads(1):
+        """Run until niterations, timeout_in_seconds, max_evals, early_stop_condition or
+        Ctrl-C (see the class docstring)."""
+        with _torch_threads(1), self._stop_request:
             return self._run()
+
+    def progress(self) -> dict[str, float]:
+        """How far the search is towards each limit that can stop it, as fractions in
+        [0, 1]: ``niterations`` always (a started iteration counts by its cycles done),
+        ``timeout_in_seconds`` and ``max_evals`` when set. The largest is the limit that
+        will most likely stop the run.
+
+            >>> import torch
+            >>> X = torch.rand(20, 1, dtype=torch.float64)
+            >>> s = Search(X, X[:, 0], None, Options(niterations=4, max_evals=1000, progress=False,
+            ...            soft_tree_seed_fraction=0))
+            >>> sorted(s.progress())
+            ['max_evals', 'niterations']
+        """
+        opts = self.opts
+        done_iterations = max(0, self.iteration - 1) + min(1.0, self._cycle / max(1, opts.ncycles_per_iteration))
+        out = {"niterations": min(1.0, done_iterations / opts.niterations)}
+        if opts.timeout_in_seconds is not None:
+            out["timeout_in_seconds"] = min(1.0, (time.perf_counter() - self._start) / opts.timeout_in_seconds)
+        if opts.max_evals is not None:
+            out["max_evals"] = min(1.0, self.n_evals / opts.max_evals)
+        return out
 
     def _run(self) -> SearchResult:
         opts = self.opts
@@ -445,11 +488,13 @@ class Search:
         try:
             self._initial_populations()
             for self.iteration in range(1, opts.niterations + 1):
-                cycle, ncycles = 0.0, opts.ncycles_per_iteration
-                while cycle < ncycles:
-                    temperature = max(0.0, 1.0 - cycle / max(1, ncycles - 1)) if opts.annealing else 1.0
+                self._cycle, ncycles = 0.0, opts.ncycles_per_iteration
+                while self._cycle < ncycles:
+                    temperature = max(0.0, 1.0 - self._cycle / max(1, ncycles - 1)) if opts.annealing else 1.0
                     self._step(temperature)
-                    cycle += self._per_step / self._n_evol
+                    self._cycle += self._per_step / self._n_evol
+                    if self._on_step is not None:
+                        self._on_step(self)
                     self._check_budget()
                 self._end_of_iteration()
                 if self.callback is not None:

@@ -8,8 +8,18 @@ new front entry, and `FrontKeeper.simplify` runs sympy (under a time limit) on a
 entries: exact but bloated formulas (x * 1.0, f + 1e-17 * x, sqrt(x^4)) thus give way to
 their simpler equals, which is what SRBench's exact-recovery check rewards.
 
-    >>> # keeper = FrontKeeper(hof, options, mutator.is_valid, positive=[0, 1], on_entry=None)
-    >>> # keeper.record(member, losses4, a4, b4); keeper.polish(score_members)
+    >>> import torch
+    >>> from enhancements.hybrid_optimization.mutations import Mutator
+    >>> from enhancements.hybrid_optimization.population import PopMember
+    >>> from enhancements.hybrid_optimization.scoring import Scorer
+    >>> opts = Options(binary_operators=["+", "*"])
+    >>> X = torch.linspace(1, 2, 20, dtype=torch.float64).reshape(-1, 1); y = 3 * X[:, 0] + 1
+    >>> keeper = FrontKeeper(HallOfFame(), opts, Mutator(opts, n_features=1).is_valid)
+    >>> f = Expression.parse("x0"); s = Scorer(X, y, None, opts).score([f])
+    >>> member = PopMember(f, loss=float(s.loss[0]), cost=0.0, complexity=1, birth=0)
+    >>> keeper.record(member, s.variant_loss[0], s.a[0], s.b[0])   # f, a*f and a*f+b enter
+    >>> [str(e.expr) for e in keeper.hof.pareto_front()]
+    ['x0', '3.64045 * x0', '3.0 * x0 + 1.0']
 """
 from __future__ import annotations
 

@@ -18,8 +18,15 @@ Measured (first 20 Feynman equations, 30 s each, seed 0; see ``PYSR_DIFFERENCES`
 seeding with reseeding solved 9, seeding once 8, no soft trees 7; the mutation at weight
 0.001 solved none more and slowed the search, hence its default weight 0.
 
-    >>> proposer = TrainedSoftTreeProposer(n_restarts=4)
-    >>> # PySRRegressor(soft_tree_proposer=proposer, soft_tree_seed_fraction=0.1, weight_soft_tree=0.01)
+    >>> from enhancements import PySRRegressor
+    >>> X = np.random.default_rng(0).uniform(1, 5, (200, 2)); y = 0.5 * X[:, 0] * X[:, 1] ** 2
+    >>> proposer = TrainedSoftTreeProposer(seed_depths=(2,), n_restarts=4, n_epochs=50)
+    >>> model = PySRRegressor(soft_tree_proposer=proposer, soft_tree_seed_fraction=0.1, weight_soft_tree=0.01,
+    ...                       binary_operators=["+", "-", "*", "/"], niterations=1, populations=2,
+    ...                       population_size=20, ncycles_per_iteration=10, random_state=0,
+    ...                       progress=False, verbosity=0).fit(X, y)
+    >>> proposer.n_fits >= 1   # the seeding fit (depth 2, four restarts) ran before the search
+    True
 """
 from __future__ import annotations
 

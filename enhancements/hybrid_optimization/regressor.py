@@ -3,9 +3,9 @@
     >>> import numpy as np
     >>> from enhancements import PySRRegressor
     >>> X = np.random.default_rng(0).uniform(1, 5, (200, 2)); y = 0.5 * X[:, 0] * X[:, 1] ** 2
-    >>> model = PySRRegressor(niterations=5, populations=8, binary_operators=["+", "-", "*", "/"],
+    >>> model = PySRRegressor(niterations=2, populations=4, population_size=20, binary_operators=["+", "-", "*", "/"],
     ...                       random_state=0, progress=False, verbosity=0).fit(X, y)
-    >>> model.sympy()           # doctest: +SKIP
+    >>> model.sympy()
     0.5*x0*x1**2
     >>> model.predict(X[:3]).shape
     (3,)
@@ -182,12 +182,17 @@ class PySRRegressor(RegressorMixin, BaseEstimator):
         if names is not None and len(names) != Xt.shape[1]:
             raise ValueError(f"{len(names)} variable name(s) for {Xt.shape[1]} feature column(s)")
         shown = names if names is not None else [f"x{i}" for i in range(Xt.shape[1])]
+        _warn_if_large(Xt.shape[0], options)
         bar = _ProgressBar(options, shown) if options.verbosity > 0 else None
         try:
             result = Search(Xt, yt, wt, options, callback=bar).run()
         finally:
             if bar is not None:
                 bar.close()
+        if result.stop_reason == "interrupted":
+            warnings.warn(f"the search was interrupted (Ctrl-C) after {result.iterations} iteration(s) and "
+                          f"{result.n_evals:,} evaluations; the fitted model holds the equations found so far",
+                          UserWarning, stacklevel=2)
         front = result.hall_of_fame.pareto_front()
         if not front:
             raise RuntimeError(_no_finite_loss_message(yt, options))
@@ -317,6 +322,20 @@ class PySRRegressor(RegressorMixin, BaseEstimator):
         return list(self.feature_names_in_)
 
 
+# PySR warns likewise past this many rows without batching.
+LARGE_DATA_ROWS = 10_000
+
+
+def _warn_if_large(n_rows: int, options: Options) -> None:
+    """One warning, before the search, when every evaluation will run over many rows."""
+    if n_rows > LARGE_DATA_ROWS and not options.batching:
+        warnings.warn(f"X has {n_rows:,} rows: every formula of the search is evaluated on all of them, so "
+                      f"the search runs about {n_rows / 1000:.0f}x slower per formula than on 1,000 rows "
+                      f"(memory grows with the rows too). To speed it up, fit on a random subsample of "
+                      f"{LARGE_DATA_ROWS:,} rows or fewer (a formula found there can be checked on all "
+                      f"of them with predict or score).", UserWarning, stacklevel=3)
+
+
 def _variable_names(X, variable_names):
     """The user's names for the variables, or None (then x0, x1, ...)."""
     source = "variable_names"
@@ -430,22 +449,58 @@ def _no_finite_loss_message(y: torch.Tensor, options: Options) -> str:
 
 
 class _ProgressBar:
-    """tqdm bar over iterations showing the current pick; a printed line when progress=False."""
+    """Progress of a search towards the limit that will stop it, with the current pick.
+
+    A search stops at ``niterations``, ``timeout_in_seconds`` or ``max_evals``, whichever
+    comes first; the bar shows the percentage done towards the nearest of them (by the
+    share done so far) and names it, so that a run under a deadline with a huge
+    ``niterations`` reads in seconds, not in iterations it will never reach. It moves
+    after every step, not only every iteration (an iteration on large data takes long).
+    With ``progress=False`` a line is printed per iteration instead.
+    """
+
+    _UNITS = {"niterations": "iterations", "timeout_in_seconds": "time", "max_evals": "evaluations"}
+    _STEPS = 1000  # the bar's resolution
 
     def __init__(self, options: Options, names: list[str]):
         self.names = names
+        self.options = options
         self.bar = None
+        self.shown = 0
+        self.limit = None
         if options.progress:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=options.niterations, desc="search", unit="it", leave=False)
+            self.bar = tqdm(total=self._STEPS, desc="search", leave=False,
+                            bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]")
+
+    def _describe(self, search: Search, limit: str) -> str:
+        opts = self.options
+        if limit == "timeout_in_seconds":
+            return f"iteration {search.iteration} of a {opts.timeout_in_seconds:g} s budget"
+        if limit == "max_evals":
+            return f"{search.n_evals:,}/{opts.max_evals:,} evaluations"
+        return f"iteration {search.iteration}/{opts.niterations}"
+
+    def on_step(self, search: Search) -> None:
+        if self.bar is None:
+            return
+        fractions = search.progress()
+        limit = max(fractions, key=fractions.get)
+        target = int(self._STEPS * fractions[limit])
+        if target > self.shown:
+            self.bar.update(target - self.shown)
+            self.shown = target
+        if limit != self.limit:
+            self.limit = limit
+            self.bar.set_description_str(f"search ({self._UNITS[limit]})", refresh=False)
 
     def __call__(self, search: Search, iteration: int) -> None:
         entry = search.best_entry()
         text = "" if entry is None else f"loss={entry.loss:.3g} {entry.expr.to_string(self.names, precision=4)}"
         if self.bar is not None:
-            self.bar.update(1)
-            self.bar.set_postfix_str(text[:80], refresh=False)
+            self.on_step(search)
+            self.bar.set_postfix_str(f"{self._describe(search, self.limit)}, {text[:80]}", refresh=True)
         else:
             print(f"iteration {iteration}: evals={search.n_evals} best: {text}")
 

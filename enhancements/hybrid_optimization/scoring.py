@@ -9,15 +9,15 @@ scale, and the hall of fame can hold each of those forms at its own complexity.
     >>> import torch
     >>> from pysr_baseline.expression import Expression
     >>> from enhancements.hybrid_optimization.options import Options
-    >>> X = torch.rand(50, 2, dtype=torch.float64) + 1
+    >>> X = torch.rand(50, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) + 1
     >>> s = Scorer(X, 3 * X[:, 0] + 1, None, Options())
     >>> float(s.score([Expression.parse("x0")]).loss[0]) < 1e-20
     True
 """
 from __future__ import annotations
 
-import itertools
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +31,8 @@ from enhancements.dp_memoization.incremental_evaluator import IncrementalEvaluat
 
 # |f| beyond this is treated as overflow: a*f+b could otherwise hide an inf in round-off.
 _HUGE = 1e100
+# Formulas whose losses the memo keeps (least recently used forgotten first): ~100 bytes
+# of numbers each, plus the key.
 _MEMO_SIZE = 200_000
 # Formulas per evaluator call are capped so that a call holds at most about this many
 # values per (B, n_rows) tensor: on large data sets a whole population in one call would
@@ -101,7 +103,13 @@ class Scorer:
         self.normalization = self.baseline_loss if self.baseline_loss >= 0.01 else 0.01
         self.n_evals = 0
         self.memo_hits = 0
-        self._memo: dict[str, np.ndarray] = {}  # formula key -> (loss, 4 variant losses, 4 a, 4 b)
+        self.memo_evictions = 0
+        # formula key -> (loss, 4 variant losses, 4 a, 4 b), in least-recently-used order
+        self._memo: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.memo_capacity = _MEMO_SIZE
+        # Called after every evaluator call on a batch split in chunks (large data), so
+        # that progress shows while one batch takes seconds.
+        self.on_chunk = None
 
     def cost(self, loss: float, complexity: float) -> float:
         return loss / self.normalization + self.opts.parsimony * complexity
@@ -121,31 +129,44 @@ class Scorer:
             self.n_evals += len(exprs)
             return self._score_in_chunks(exprs)
         memo = self._memo
-        todo, seen = [], set()
+        # The batch's rows are collected as they are found, so that forgetting old
+        # entries below can never take away one this batch still needs.
+        found: dict[str, np.ndarray] = {}
+        todo = []
         for e in exprs:
-            if e.key not in memo and e.key not in seen:
-                seen.add(e.key)
+            key = e.key
+            if key in found:
+                continue
+            row = memo.get(key)
+            if row is None:
+                found[key] = None
                 todo.append(e)
+            else:
+                memo.move_to_end(key)
+                found[key] = row
         if todo:
             fresh = self._score_in_chunks(todo)
             rows = np.concatenate([fresh.loss[:, None], fresh.variant_loss, fresh.a, fresh.b], 1)
-            if len(memo) + len(todo) > _MEMO_SIZE:
-                for key in list(itertools.islice(memo, len(memo) // 2)):  # forget the older half
-                    del memo[key]
             for e, row in zip(todo, rows):
-                memo[e.key] = row
+                found[e.key] = memo[e.key] = row
+            while len(memo) > self.memo_capacity:
+                memo.popitem(last=False)
+                self.memo_evictions += 1
         self.n_evals += len(exprs)
         self.memo_hits += len(exprs) - len(todo)
-        table = np.stack([memo[e.key] for e in exprs])
+        table = np.stack([found[e.key] for e in exprs])
         return Scores(table[:, 0], table[:, 1:5], table[:, 5:9], table[:, 9:13])
 
     def _score_in_chunks(self, exprs: list[Expression]) -> Scores:
         """Scores of ``exprs``, evaluated in as few calls as `_VALUES_PER_CALL` allows (one
         for every batch on data of up to ~20,000 rows)."""
         step = max(1, _VALUES_PER_CALL // max(1, self.y.shape[0]))
+        parts = []
         with torch.no_grad():
-            parts = [self.score_predictions(self.evaluator.evaluate(exprs[i:i + step]))
-                     for i in range(0, len(exprs), step)]
+            for i in range(0, len(exprs), step):
+                parts.append(self.score_predictions(self.evaluator.evaluate(exprs[i:i + step])))
+                if self.on_chunk is not None and i + step < len(exprs):
+                    self.on_chunk()
         if len(parts) == 1:
             return parts[0]
         return Scores(*(np.concatenate([getattr(p, name) for p in parts])
@@ -185,7 +206,8 @@ class Scorer:
 
     def stats(self) -> dict:
         """Evaluation count and the evaluator's counters / cache statistics, where it has them."""
-        out = {"evaluations": self.n_evals, "formulas_served_from_loss_memo": self.memo_hits}
+        out = {"evaluations": self.n_evals, "formulas_served_from_loss_memo": self.memo_hits,
+               "loss_memo_evictions": self.memo_evictions}
         ev = self.evaluator
         counters = getattr(ev, "counters", None)
         if counters is not None:
