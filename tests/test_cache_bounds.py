@@ -64,3 +64,22 @@ def test_trimmed_entries_keep_their_values():
     for key in rows:
         expected = subtrees[key].evaluate(X)
         assert torch.equal(torch.nan_to_num(cache.get(fp, key), 7.0), torch.nan_to_num(expected, 7.0))
+
+
+def test_batches_smaller_than_the_cache_never_copy_the_store(monkeypatch):
+    # Room is made before each batch (old entries evicted), so the store never outgrows the
+    # bound and never has to be compacted, which would copy every live row each batch.
+    from enhancements.dp_memoization.cache import RowStore
+    calls = []
+    original = RowStore.compact
+    monkeypatch.setattr(RowStore, "compact", lambda self, live: calls.append(len(live)) or original(self, live))
+    X = torch.rand(100, 3, dtype=torch.float64) + 0.5
+    cache = SubexpressionCache(capacity=10_000, max_bytes=300 * 100 * 8)     # 300 rows
+    ev = IncrementalEvaluator(X, cache=cache)
+    stream = _stream(1000, 3, 3)
+    for start in range(0, len(stream), 20):                                   # ~100 fresh rows a batch
+        ev.evaluate(stream[start:start + 20])
+    store = cache.row_store(ev.fingerprint, ev._columns)
+    assert cache.stats.evictions > 0                                          # the bound was reached
+    assert calls == []
+    assert store.top - store.n_pinned <= 300

@@ -32,7 +32,8 @@ batch (``python -m experiments.lru_overhead`` measures both).
 
 ``max_bytes`` bounds what the cache holds between calls, the row stores' reserved rows
 included: a batch may need more rows than the bound while it is computed (its working
-set), and after it the rows beyond the bound are given back (`trim`).
+set): room is made for it first by evicting old entries (`make_room`), and if it needs
+more than the bound holds, the rows beyond it are given back after it (`trim`).
 """
 from __future__ import annotations
 
@@ -332,11 +333,33 @@ class SubexpressionCache:
             store.limit_rows = max_rows
         return store
 
+    def make_room(self, fingerprint: Fingerprint, n_rows: int, protected: int = 0) -> None:
+        """Before a batch that will take ``n_rows`` rows of the data set's row store: evict
+        least recently used entries until those rows fit within the limits, so that the
+        store does not grow past them (and need `trim` after). The ``protected`` most
+        recently used entries are kept: the batch's own hits, which it reads."""
+        store = self._stores.get(fingerprint)
+        if store is None:
+            return
+        entries = self._entries
+        room = store.limit_rows - (store.top - store.n_pinned) + len(store.free)
+        evictable = len(entries) - protected
+        evicted = 0
+        while room < n_rows and evictable > 0:
+            full_key, value = entries.popitem(last=False)
+            evictable -= 1
+            evicted += 1
+            self._forget(full_key, value)
+            if type(value) is int and full_key[0] == fingerprint:
+                room += 1
+        self._stats.evictions += evicted
+
     def trim(self, fingerprint: Fingerprint) -> int:
         """After a batch: if the data set's row store has handed out more rows than the
-        limits allow (the batch's working set), move the rows of live entries to a
-        store of the limits' size, so that what stays reserved is bounded by them.
-        Returns the rows given back (0 when within the limits: the usual case)."""
+        limits allow (a batch bigger than `make_room` could make room for), move the rows
+        of live entries to a store of the limits' size, so that what stays reserved is
+        bounded by them. Returns the rows given back (0 when within the limits: the usual
+        case, as it copies every live row)."""
         store = self._stores.get(fingerprint)
         if store is None or store.top - store.n_pinned <= store.limit_rows:
             return 0

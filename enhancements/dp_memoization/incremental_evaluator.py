@@ -279,8 +279,10 @@ class IncrementalEvaluator:
         into the group's store rows (row values) or slots of one scalar vector."""
         groups, n_rows = dag.groups, self.n_rows
         order = sorted(groups)  # by level
-        store.reserve(sum(len(groups[gk]) >> 2 for gk in order if gk[2] != S and gk[2] != SS)
-                      + len(dag.external))
+        n_fresh = sum(len(groups[gk]) >> 2 for gk in order if gk[2] != S and gk[2] != SS) + len(dag.external)
+        if self.cache is not None:
+            self.cache.make_room(self.fingerprint, n_fresh, protected=dag.counts[4])
+        store.reserve(n_fresh)
         self._copy_external(dag, store)
         n_known = len(dag.scalars)
         plans, flat, fresh = [], [], _Fresh(n_known)
@@ -435,6 +437,7 @@ class IncrementalEvaluator:
                      for r in dag.roots])
         if self.cache is not None and new_keys:
             # Constant-free sub-trees do not depend on the constants: keep them.
+            self.cache.make_room(self.fingerprint, len(new_keys), protected=dag.counts[4])
             store.reserve(len(new_keys))
             taken = store.take(len(new_keys))
             store.buffer.index_copy_(0, torch.tensor(taken, device=device),
