@@ -213,7 +213,9 @@ class SearchMethod(Method):
     def run(self, dataset, time_budget: float, seed: int) -> MethodResult:
         from enhancements import PySRRegressor
 
-        optional = {"niterations": self.niterations, "verbosity": 0, "progress": False, **self.extra}
+        # A temporary run directory, deleted after the fit: a benchmark keeps no run files.
+        optional = {"niterations": self.niterations, "verbosity": 0, "progress": False,
+                    "temp_equation_file": True, **self.extra}
         if self.stop_on_exact:
             # Noise-free data: a formula within round-off of the data cannot be improved on.
             optional["early_stop_condition"] = EXACT_NMSE * float(np.var(dataset.y_train))

@@ -36,7 +36,8 @@ def run_search(dataset, memoize: bool, max_evals: int, seed: int) -> dict:
     # soft_tree_seed_fraction=0: the evaluations alone (soft-tree fits would add the same seconds to both)
     model = PySRRegressor(max_evals=max_evals, niterations=10**6, random_state=seed, memoize=memoize,
                           soft_tree_seed_fraction=0.0,
-                          unary_operators=list(SearchMethod.UNARY_OPERATORS), verbosity=0, progress=False)
+                          unary_operators=list(SearchMethod.UNARY_OPERATORS), verbosity=0, progress=False,
+                          temp_equation_file=True)
     start = time.perf_counter()
     model.fit(dataset.X_train, dataset.y_train)
     elapsed = time.perf_counter() - start

@@ -45,7 +45,7 @@ def test_clone_get_set_params():
 
 def test_fitted_outputs(fitted):
     eq = fitted.equations_
-    assert list(eq.columns) == ["complexity", "loss", "score", "equation", "sympy_format", "lambda_format"]
+    assert list(eq.columns) == ["complexity", "loss", "equation", "score", "sympy_format", "lambda_format"]
     assert (np.diff(eq["complexity"]) > 0).all() and (np.diff(eq["loss"]) < 0).all()
     best = fitted.get_best()
     pred = fitted.predict(X2)
@@ -119,7 +119,7 @@ def test_not_fitted():
     (X2, Y2[:-1], ValueError, "samples"),
     (X2[:, :, None], Y2, ValueError, "2-D"),
     (np.zeros((0, 2)), np.zeros(0), ValueError, "empty"),
-    (X2, np.stack([Y2, Y2], 1), ValueError, "1-D"),
+    (X2, np.stack([Y2, Y2], 1)[:, :, None], ValueError, "2-D"),
     (np.array([["a", "b"]] * 150), Y2, TypeError, "numeric"),
 ])
 def test_bad_data(X, y, error, match):
@@ -145,7 +145,7 @@ def test_bad_weights_and_names():
     with pytest.raises(ValueError, match="non-negative"):
         PySRRegressor(**FAST).fit(X2, Y2, weights=-np.ones(150))
     with pytest.raises(ValueError, match="variable name"):
-        PySRRegressor(**FAST).fit(X2, Y2, variable_names=["a b", "c"])
+        PySRRegressor(**FAST).fit(X2, Y2, variable_names=["a-b", "c"])
     with pytest.raises(ValueError):
         PySRRegressor(**FAST).fit(X2, Y2, variable_names=["a"])
     m = PySRRegressor(**FAST).fit(X2, Y2)

@@ -40,8 +40,8 @@ def test_refit_on_an_array_forgets_the_column_names():
 
 
 def test_column_name_that_is_not_an_identifier_is_named_in_the_error():
-    df = pd.DataFrame(X, columns=["mass kg", "accel"])
-    with pytest.raises(ValueError, match=r"column 'mass kg' of X .*identifiers.*'mass_kg'.*variable_names"):
+    df = pd.DataFrame(X, columns=["mass-kg", "accel"])
+    with pytest.raises(ValueError, match=r"column 'mass-kg' of X .*identifiers.*'mass_kg'.*variable_names"):
         PySRRegressor(**TINY).fit(df, Y)
     m = PySRRegressor(**TINY).fit(df, Y, variable_names=["mass_kg", "accel"])   # the way out it names
     assert list(m.feature_names_in_) == ["mass_kg", "accel"]

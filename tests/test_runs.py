@@ -15,7 +15,8 @@ from enhancements.hybrid_optimization import scoring
 from enhancements.hybrid_optimization.evolution import Search
 from enhancements.hybrid_optimization.interrupts import StopRequest
 from enhancements.hybrid_optimization.options import Options
-from enhancements.hybrid_optimization.regressor import LARGE_DATA_ROWS, _ProgressBar, _warn_if_large
+from enhancements.hybrid_optimization.monitoring import ProgressBar
+from enhancements.hybrid_optimization.regressor import LARGE_DATA_ROWS, _warn_if_large
 
 SMALL = dict(populations=4, population_size=20, ncycles_per_iteration=60, niterations=3, verbosity=0,
              progress=False, random_state=0, soft_tree_seed_fraction=0.0)
@@ -160,12 +161,12 @@ def test_bar_follows_the_limit_that_stops_the_run_and_moves_within_an_iteration(
     # niterations is out of reach: max_evals stops the run inside the first iteration.
     opts = Options(**{**SMALL, "niterations": 10**9, "ncycles_per_iteration": 10**6, "max_evals": 3000,
                       "progress": True})
-    bar = _ProgressBar(opts, ["x0", "x1"])
+    bar = ProgressBar(opts, ["x0", "x1"])
     result = Search(torch.as_tensor(X), torch.as_tensor(Y), None, opts, callback=bar).run()
     bar.close()
     assert result.stop_reason == "max_evals" and result.iterations == 1
     assert bar.limit == "max_evals"
-    assert bar.shown >= 0.9 * _ProgressBar._STEPS          # at the end, close to the cap
+    assert bar.shown >= 0.9 * ProgressBar._STEPS          # at the end, close to the cap
     assert "evaluations" in bar.bar.desc
 
 

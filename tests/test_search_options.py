@@ -54,7 +54,7 @@ def test_custom_operator_string_is_parsed_not_evaluated():
     ({"crossover_probability": 1.5}, ValueError),
     ({"weight_add_node": -1.0}, ValueError),
     ({"model_selection": "fastest"}, ValueError),
-    ({"precision": 16}, ValueError),
+    ({"precision": 8}, ValueError),
     ({"elementwise_loss": "L3DistLoss()"}, ValueError),
     ({"elementwise_loss": "f(x, y) = import(x)"}, ValueError),
     ({"elementwise_loss": 3}, TypeError),
@@ -63,7 +63,7 @@ def test_custom_operator_string_is_parsed_not_evaluated():
     ({"constraints": {"/": (1,)}}, ValueError),
     ({"nested_constraints": {"cos": {"sin": -1}}, "unary_operators": ["cos", "sin"]}, ValueError),
     ({"timeout_in_seconds": -1}, ValueError),
-    ({"batching": True}, ValueError),
+    ({"batching": "sometimes"}, ValueError),
     ({"weight_soft_tree": -1.0}, ValueError),
     ({"soft_tree_seed_fraction": 1.5}, ValueError),
 ])

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -35,6 +36,7 @@ import torch
 
 from pysr_baseline.expression import Expression
 
+from enhancements.hybrid_optimization.batching import BatchSampler, batch_rows
 from enhancements.hybrid_optimization.constant_optimization import optimize_constants
 from enhancements.hybrid_optimization.hall_of_fame import HallOfFame, select_index
 from enhancements.hybrid_optimization.interrupts import StopRequest
@@ -42,6 +44,7 @@ from enhancements.hybrid_optimization.mutations import Mutator
 from enhancements.hybrid_optimization.options import Options
 from enhancements.hybrid_optimization.population import PopMember, Population, RunningSearchStatistics
 from enhancements.hybrid_optimization.scoring import Scorer, Scores
+from enhancements.hybrid_optimization.search_state import SearchState
 from enhancements.hybrid_optimization.front import FrontKeeper
 from enhancements.hybrid_optimization.simplification import simplify_tree
 
@@ -121,13 +124,25 @@ class Search:
     ``callback(search, iteration)`` is called after every iteration (the progress bar);
     if the callback has an ``on_step(search)`` method, that is called after every step
     too (a step is one batch of mutants: many per iteration), and after every part of a
-    batch that large data splits, so progress shows within an iteration. The first Ctrl-C stops the search at the next step (stop reason
-    ``"interrupted"``) with the hall of fame complete; a second one aborts."""
+    batch that large data splits, so progress shows within an iteration. The first Ctrl-C
+    stops the search at the next step (stop reason ``"interrupted"``) with the hall of
+    fame complete; a second one aborts.
+
+    ``guesses`` (formulas) are fitted, put in the hall of fame and in every population
+    (see `guesses`); ``resume`` (a `SearchState`) continues an earlier search's
+    populations, hall of fame, counters and random generators instead of starting anew.
+    With batching (``options.batching``) populations are scored on a random batch of
+    rows each step, and the hall of fame on all rows.
+    """
 
     def __init__(self, X: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None, options: Options,
-                 callback=None):
+                 callback=None, guesses=None, resume: SearchState | None = None):
         self.opts = options
         self.n_features = X.shape[1]
+        cv = options.complexity_of_variables
+        if isinstance(cv, tuple) and len(cv) != self.n_features:
+            raise ValueError("The number of elements in `complexity_of_variables` must equal the number of "
+                             f"features in `X` ({len(cv)} for {self.n_features})")
         self.scorer = Scorer(X, y, weights, options)
         self.mutator = Mutator(options, self.n_features)
         self.stats = RunningSearchStatistics(int(math.ceil(options.maxsize)))
@@ -136,6 +151,17 @@ class Search:
         children = seq.spawn(options.populations + 1)
         self.pop_rngs = [np.random.default_rng(c) for c in children[:-1]]
         self.rng = np.random.default_rng(children[-1])
+        self.guesses = list(guesses or ())
+        self._guess_members: list[PopMember] = []
+        self._resume = resume
+        self._iterations_before = 0
+        if resume is not None:
+            self._iterations_before = resume.iterations
+            if len(resume.rng_states) == len(self.pop_rngs) + 1:
+                for gen, state in zip(self.pop_rngs + [self.rng], resume.rng_states):
+                    gen.bit_generator.state = state
+        rows = batch_rows(options.batching, options.batch_size, X.shape[0])
+        self.batches = None if rows is None else BatchSampler(self.scorer, rows, self.rng)
         self.callback = callback
         self._on_step = getattr(callback, "on_step", None)
         if self._on_step is not None:
@@ -163,7 +189,9 @@ class Search:
         self.populations: list[Population] = []
         self.iteration = 0
         self._cycle = 0.0  # cycles done in the current iteration
-        self._cycles_done = 0
+        self._cycles_done = 0.0
+        if resume is not None:
+            self._cycles_done, self._birth = resume.cycles_done, resume.birth
         self._start = time.perf_counter()
 
     # --- members and the hall of fame ---------------------------------------------------------
@@ -173,9 +201,13 @@ class Search:
 
     @property
     def n_evals(self) -> int:
-        return self.scorer.n_evals
+        """Formulas evaluated, a batch's evaluation counting as its share of the rows."""
+        if self.batches is None:
+            return self.scorer.n_evals
+        return int(self.scorer.n_evals + self.batches.evaluations)
 
-    def _members(self, exprs: list[Expression], scores: Scores, births: bool = True) -> list[PopMember]:
+    def _members(self, exprs: list[Expression], scores: Scores, births: bool = True,
+                 record: bool = True) -> list[PopMember]:
         out = []
         # Python lists: indexing numpy arrays element by element costs more than the work.
         losses, lv, av, bv = (scores.loss.tolist(), scores.variant_loss.tolist(), scores.a.tolist(),
@@ -186,12 +218,36 @@ class Search:
             loss = losses[i]
             cost = cost_of(loss, c) if math.isfinite(loss) else math.inf
             m = PopMember(e, loss, cost, c, self._next_birth() if births else 0, (av[i][3], bv[i][3]))
-            self.front.record(m, lv[i], av[i], bv[i])
+            if record:
+                self.front.record(m, lv[i], av[i], bv[i])
             out.append(m)
         return out
 
-    def _score_members(self, exprs: list[Expression]) -> list[PopMember]:
-        return self._members(exprs, self.scorer.score(exprs)) if exprs else []
+    def _score_members(self, exprs: list[Expression], scorer: Scorer | None = None) -> list[PopMember]:
+        """Members for ``exprs``, scored on all rows (and offered to the hall of fame), or
+        by ``scorer``, a batch's (`_population_scorer`), whose losses stay in the populations."""
+        if not exprs:
+            return []
+        if scorer is None or scorer is self.scorer:
+            return self._members(exprs, self.scorer.score(exprs))
+        self.batches.count(len(exprs))
+        return self._members(exprs, scorer.score(exprs), record=False)
+
+    def _population_scorer(self) -> Scorer:
+        """The scorer for population work: a fresh random batch's with batching, else all rows'."""
+        return self.scorer if self.batches is None else self.batches.draw()
+
+    def _hall_of_fame_from_populations(self) -> None:
+        """With batching: each population's best member per complexity (by its batch loss),
+        re-scored on all rows and offered to the hall of fame (SymbolicRegression.jl's rule)."""
+        best: dict[tuple, PopMember] = {}
+        for p, pop in enumerate(self.populations):
+            for m in pop.members:
+                key = (p, m.complexity)
+                if math.isfinite(m.loss) and (key not in best or m.loss < best[key].loss):
+                    best[key] = m
+        exprs = list({m.expr.key: m.expr for m in best.values()}.values())
+        self._members(exprs, self.scorer.score(exprs), births=False)
 
     def _check_early_stop(self, loss: float, complexity: float) -> None:
         # Only noted here: the batch being recorded is finished first (its other forms may
@@ -267,13 +323,20 @@ class Search:
     def _initial_populations(self) -> None:
         opts = self.opts
         top = max(1, int(min(7, self.curmaxsize())))
-        seeds = self._soft_tree_seeds()
+        resume = self._resume
+        guesses = self._fitted_guesses()
+        seeds = [] if resume is not None else self._soft_tree_seeds()
         n_seed = min(len(seeds), self._seeds_per_population())
         exprs_by_pop = []
         for p in range(opts.populations):
             rng = self.pop_rngs[p]
-            # Seeds are dealt round-robin, so every seed is in some population (several if few).
-            exprs = [seeds[(p * n_seed + j) % len(seeds)] for j in range(n_seed)]
+            if resume is not None and resume.populations:
+                saved = resume.populations[p % len(resume.populations)]
+                exprs = [e for e in saved if self.mutator.is_valid(e, opts.maxsize)][:opts.population_size]
+            else:
+                # Seeds are dealt round-robin, so every seed is in some population (several if few).
+                exprs = [seeds[(p * n_seed + j) % len(seeds)] for j in range(n_seed)]
+            exprs = (guesses + exprs)[:opts.population_size]
             while len(exprs) < opts.population_size:
                 for _ in range(10):
                     e = self.mutator.random_tree(rng, int(rng.integers(1, top + 1)))
@@ -284,13 +347,36 @@ class Search:
                 exprs.append(e)
             exprs_by_pop.append(exprs)
         flat = [e for exprs in exprs_by_pop for e in exprs]
-        members = self._score_members(flat)
+        if resume is not None and resume.hall_of_fame:
+            self._score_members(resume.hall_of_fame)  # back into the hall of fame, losses recomputed
+        if guesses:
+            self._guess_members = [m for m in self._score_members(guesses) if math.isfinite(m.loss)]
+        members = self._score_members(flat, self._population_scorer())
         for p in range(opts.populations):
             chunk = members[p * opts.population_size:(p + 1) * opts.population_size]
             self.populations.append(Population(chunk))
             for m in chunk:
                 self.stats.update(m.complexity)
         self.stats.normalize()
+
+    def _fitted_guesses(self) -> list[Expression]:
+        """The guesses that fit maxsize, with their constants fitted (PySR does likewise)."""
+        opts = self.opts
+        guesses = []
+        for g in self.guesses:
+            if self.mutator.is_valid(g, opts.maxsize):
+                guesses.append(g)
+            else:
+                warnings.warn(f"Guess expression '{g}' has complexity {opts.complexity(g)} > maxsize "
+                              f"({opts.maxsize}) or breaks maxdepth/constraints; it is not used.", UserWarning)
+        with_constants = [g for g in guesses if g.constants]
+        if with_constants and opts.should_optimize_constants:
+            result = optimize_constants(self.scorer, with_constants, max(opts.optimizer_iterations, 100),
+                                        opts.optimizer_nrestarts, list(range(len(with_constants))))
+            self.scorer.n_evals += result.n_evals
+            fitted = dict(zip((g.key for g in with_constants), result.exprs))
+            guesses = [fitted.get(g.key, g) for g in guesses]
+        return guesses
 
     def _seeds_per_population(self) -> int:
         return int(round(self.opts.soft_tree_seed_fraction * self.opts.population_size))
@@ -320,7 +406,7 @@ class Search:
         seeds = self._soft_tree_seeds()
         if not seeds:
             return
-        members = [m for m in self._score_members(seeds) if math.isfinite(m.loss)]
+        members = [m for m in self._score_members(seeds, self._population_scorer()) if math.isfinite(m.loss)]
         n_seed = min(len(members), self._seeds_per_population())
         for p, pop in enumerate(self.populations):
             protect: set[int] = set()
@@ -350,9 +436,10 @@ class Search:
                     if kind == "optimize" and new is not None:
                         prop.members = [int(rng.integers(2**32))]  # the optimizer's seed
                     proposals.append(prop)
-        self._optimize_proposals([pr for pr in proposals if pr.kind == "optimize" and pr.children])
+        scorer = self._population_scorer()
+        self._optimize_proposals([pr for pr in proposals if pr.kind == "optimize" and pr.children], scorer)
         exprs = [e for pr in proposals if pr.children for e in pr.children]
-        members = self._score_members(exprs)
+        members = self._score_members(exprs, scorer)
         it = iter(members)
         for pr in proposals:
             pr.members = [next(it) for _ in pr.children] if pr.children else []
@@ -378,13 +465,13 @@ class Search:
         self.stats.normalize()
         self._cycles_done += self._per_step / self._n_evol
 
-    def _optimize_proposals(self, proposals: list[_Proposal]) -> None:
+    def _optimize_proposals(self, proposals: list[_Proposal], scorer: Scorer) -> None:
         if not proposals:
             return
         seeds = [pr.members[0] for pr in proposals]
-        result = optimize_constants(self.scorer, [pr.children[0] for pr in proposals],
+        result = optimize_constants(scorer, [pr.children[0] for pr in proposals],
                                     self.opts.optimizer_iterations, self.opts.optimizer_nrestarts, seeds)
-        self.scorer.n_evals += result.n_evals
+        self._count_optimizer(scorer, result.n_evals)
         for pr, e in zip(proposals, result.exprs):
             pr.children = (e,)
             pr.members = []
@@ -403,14 +490,15 @@ class Search:
                     seeds.append(int(rng.integers(2**32)))
                 elif e is not m.expr:
                     targets.append((p, i, e))
+        scorer = self._population_scorer()
         if to_optimize:
             self._check_budget()
-            result = optimize_constants(self.scorer, [e for _, _, e in to_optimize], opts.optimizer_iterations,
+            result = optimize_constants(scorer, [e for _, _, e in to_optimize], opts.optimizer_iterations,
                                         opts.optimizer_nrestarts, seeds, self._deadline())
-            self.scorer.n_evals += result.n_evals
+            self._count_optimizer(scorer, result.n_evals)
             targets += [(p, i, e) for (p, i, _), e in zip(to_optimize, result.exprs)]
         if targets:
-            members = self._score_members([e for _, _, e in targets])
+            members = self._score_members([e for _, _, e in targets], scorer)
             for (p, i, _), new in zip(targets, members):
                 old = self.populations[p].members[i]
                 if math.isfinite(new.loss) and new.loss <= old.loss * (1 + 1e-12) + 1e-300:
@@ -419,6 +507,8 @@ class Search:
         if opts.soft_tree_reseed and self.n_evals - self._reseeded_at >= _RESEED_EVERY_EVALS:
             self._reseeded_at = self.n_evals
             self._reseed()
+        if self.batches is not None:
+            self._hall_of_fame_from_populations()
         self._migrate()
         self.front.simplify(self._score_members, _SYMPY_PER_ITERATION, self._deadline())
         self.front.polish(self._score_members)
@@ -427,6 +517,12 @@ class Search:
                 self.stats.update(m.complexity)
         self.stats.move_window()
         self.stats.normalize()
+
+    def _count_optimizer(self, scorer: Scorer, n_evals: int) -> None:
+        if scorer is self.scorer:
+            self.scorer.n_evals += n_evals
+        else:
+            self.batches.count(n_evals)
 
     def _simplify(self, expr: Expression) -> Expression:
         out = self._simplified.get(expr.key)
@@ -444,6 +540,8 @@ class Search:
         if opts.hof_migration:
             front = [e.member for e in self.hof.pareto_front() if e.member is not None]
             pools.append((opts.fraction_replaced_hof, front))
+        if self._guess_members:
+            pools.append((opts.fraction_replaced_guesses, self._guess_members))
         for frac, pool in pools:
             if not pool or frac <= 0:
                 continue
@@ -458,6 +556,11 @@ class Search:
         Ctrl-C (see the class docstring)."""
         with _torch_threads(1), self._stop_request:
             return self._run()
+
+    def request_stop(self) -> None:
+        """Ask the search to stop at its next step, as a first Ctrl-C does (thread-safe:
+        a flag read between steps)."""
+        self._stop_request.requested = True
 
     def progress(self) -> dict[str, float]:
         """How far the search is towards each limit that can stop it, as fractions in
@@ -509,6 +612,16 @@ class Search:
         elapsed = time.perf_counter() - self._start
         return SearchResult(self.hof, self.populations, self.n_evals, self.iteration, elapsed, reason,
                             self.scorer.baseline_loss, self.scorer.stats())
+
+    def state(self) -> SearchState:
+        """What `resume` needs to continue this search (`search_state`)."""
+        return SearchState(
+            populations=[[m.expr for m in pop.members] for pop in self.populations],
+            hall_of_fame=[e.expr for e in self.hof.pareto_front()],
+            iterations=self._iterations_before + self.iteration,
+            cycles_done=float(self._cycles_done),
+            birth=self._birth,
+            rng_states=[g.bit_generator.state for g in self.pop_rngs + [self.rng]])
 
     def best_entry(self):
         """The hall-of-fame entry the model selection currently picks (None if empty)."""

@@ -73,7 +73,31 @@ def _quantile(tau: float):
     return fn
 
 
+def _periodic(c: float):
+    return lambda x, y: 1 - torch.cos(2 * math.pi * (x - y) / c)
+
+
+def _margin(fn):
+    """A margin-based loss of the agreement a = target * prediction (classification, y = +-1)."""
+    return lambda: (lambda x, y: fn(y * x))
+
+
+def _smoothed_hinge(gamma: float):
+    def fn(x, y):
+        a = y * x
+        return torch.where(a >= 1 - gamma, 0.5 / gamma * torch.square((1 - a).clamp_min(0)), 1 - gamma / 2 - a)
+    return fn
+
+
+def _dwd(q: float):
+    def fn(x, y):
+        a = y * x
+        return torch.where(a <= q / (q + 1), 1 - a, q ** q / ((q + 1) ** (q + 1) * a.abs().clamp_min(1e-300) ** q))
+    return fn
+
+
 # name -> (number of numeric arguments, factory); LPDistLoss takes its P in braces.
+# The LossFunctions.jl losses PySR's documentation lists, with their definitions.
 _NAMED_LOSSES = {
     "L2DistLoss": (0, lambda: (lambda x, y: torch.square(x - y))),  # the bits of ** 2, 3x faster
     "L1DistLoss": (0, lambda: (lambda x, y: (x - y).abs())),
@@ -82,7 +106,21 @@ _NAMED_LOSSES = {
     "L1EpsilonInsLoss": (1, lambda e: (lambda x, y: ((x - y).abs() - e).clamp_min(0))),
     "L2EpsilonInsLoss": (1, lambda e: (lambda x, y: torch.square(((x - y).abs() - e).clamp_min(0)))),
     "QuantileLoss": (1, _quantile),
+    "PeriodicLoss": (1, _periodic),
+    "ZeroOneLoss": (0, _margin(lambda a: (a < 0).to(a.dtype))),
+    "PerceptronLoss": (0, _margin(lambda a: (-a).clamp_min(0))),
+    "L1HingeLoss": (0, _margin(lambda a: (1 - a).clamp_min(0))),
+    "HingeLoss": (0, _margin(lambda a: (1 - a).clamp_min(0))),
+    "L2HingeLoss": (0, _margin(lambda a: torch.square((1 - a).clamp_min(0)))),
+    "SmoothedL1HingeLoss": (1, _smoothed_hinge),
+    "ModifiedHuberLoss": (0, _margin(lambda a: torch.where(a >= -1, torch.square((1 - a).clamp_min(0)), -4 * a))),
+    "L2MarginLoss": (0, _margin(lambda a: torch.square(1 - a))),
+    "ExpLoss": (0, _margin(lambda a: torch.exp(-a))),
+    "SigmoidLoss": (0, _margin(lambda a: 1 - torch.tanh(a))),
+    "DWDMarginLoss": (1, _dwd),
+    "EpsilonInsLoss": (1, lambda e: (lambda x, y: ((x - y).abs() - e).clamp_min(0))),
 }
+_DEFAULT_ARGUMENT = {"HuberLoss": 1.0, "PeriodicLoss": 1.0}  # LossFunctions.jl's defaults
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _NAMED = re.compile(r"^\s*(?P<name>[A-Za-z0-9]+)\s*(?:\{\s*(?P<p>" + _NUMBER + r")\s*\})?"
                     r"\s*\(\s*(?P<args>[^()]*)\)\s*$")
@@ -110,10 +148,14 @@ def make_loss(spec=None) -> Loss:
             raise ValueError(f"elementwise_loss {spec!r}: arguments must be numbers")
         values = [float(a) for a in args]
         if name == "LPDistLoss":
+            if p is None and len(values) == 1:  # LPDistLoss(3) as well as LPDistLoss{3}()
+                p, values = values[0], []
             if p is None or values:
                 raise ValueError(f"elementwise_loss {spec!r}: write LPDistLoss{{P}}() with a number P")
             return Loss(_lp(float(p)), spec.strip(), is_l2=float(p) == 2.0)
         n_args, factory = _NAMED_LOSSES[name]
+        if not values and name in _DEFAULT_ARGUMENT:
+            values = [_DEFAULT_ARGUMENT[name]]
         if p is not None or len(values) != n_args:
             raise ValueError(f"elementwise_loss {spec!r}: {name} takes {n_args} numeric argument(s)")
         return Loss(factory(*values), spec.strip(), is_l2=name == "L2DistLoss")
@@ -126,6 +168,40 @@ def make_loss(spec=None) -> Loss:
         raise ValueError(f"elementwise_loss {spec!r}: expected two or three parameter names, f(x, y) or f(x, y, w)")
     body = parse_expression(d.group("body"), variable_names=params)
     return Loss(lambda *cols: body.evaluate_columns(cols), spec.strip(), uses_weights=len(params) == 3)
+
+
+class FormulaLoss(Loss):
+    """A whole-formula loss (PySR's ``loss_function``, in Python): ``fn(prediction, target,
+    weights)`` gets one formula's predictions on all rows (1-D torch tensors; ``weights``
+    None when fit had none) and returns its loss as a number or 0-d tensor. Called once
+    per formula, so it may do anything with the whole prediction (a max, a correlation);
+    it must be written with torch operations to be differentiable for constant fitting."""
+
+    def __init__(self, fn: Callable):
+        super().__init__(fn, getattr(fn, "__name__", "loss_function"))
+
+    def __call__(self, pred: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
+        values = []
+        for row in pred:
+            value = self.elementwise(row, y, w)
+            value = torch.as_tensor(value, dtype=pred.dtype, device=pred.device)
+            if value.ndim != 0:
+                raise ValueError(f"loss_function must return one number per formula, got shape "
+                                 f"{tuple(value.shape)}")
+            values.append(value)
+        out = torch.stack(values) if values else pred.new_zeros((0,))
+        return torch.where(torch.isfinite(out), out, torch.full_like(out, math.inf))
+
+
+def make_formula_loss(fn) -> FormulaLoss:
+    """`FormulaLoss` from a Python callable ``f(prediction, target, weights)``; strings
+    (Julia code in PySR) are refused with a clear message."""
+    if isinstance(fn, str):
+        raise TypeError("loss_function must be a Python callable f(prediction, target, weights) -> loss; "
+                        "PySR's Julia form is not read here (for an elementwise loss use elementwise_loss)")
+    if not callable(fn):
+        raise TypeError(f"loss_function must be callable, got {type(fn).__name__}")
+    return FormulaLoss(fn)
 
 
 _COMPARE = re.compile(r"^(?P<lhs>.*?)(?P<op><=|>=|==|<|>)(?P<rhs>.*)$", re.S)

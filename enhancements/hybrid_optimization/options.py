@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass, field, fields
+import warnings
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable
 
 import torch
@@ -30,8 +31,10 @@ MUTATIONS = ("mutate_constant", "mutate_operator", "mutate_feature", "swap_opera
 PYSR_DIFFERENCES = {
     "precision": "64 (PySR: 32). Exact recovery is judged on constants; float64 costs little on a CPU.",
     "optimizer_algorithm": "'BFGS' is a batched BFGS over many candidates at once (per-candidate "
-                           "Hessian and line search); 'NelderMead' is not offered.",
-    "batching": "not offered: sub-tree memoization needs the same rows for every evaluation.",
+                           "Hessian and line search); 'NelderMead' is accepted and runs BFGS.",
+    "batching": "mutants are scored on a fresh random batch of rows each step (without the "
+                "sub-expression cache, which needs the same rows every time); the hall of fame's "
+                "candidates are re-scored on all rows at the end of every iteration.",
     "linear_scaling": "new, default on (measured: 15 of 20 easy Feynman equations solved within 30k "
                       "evaluations, 6 of 20 without): each formula f is scored as a*f+b with closed-form "
                       "a, b; the hall of fame holds f, a*f, f+b and a*f+b at their own complexities.",
@@ -86,40 +89,44 @@ def check_device(device) -> None:
 @dataclass
 class Options:
     """All search settings. Construct with keyword arguments; invalid values raise
-    ValueError/TypeError naming the parameter."""
+    ValueError/TypeError naming the parameter.
 
-    # --- search space -----------------------------------------------------------------
+    The fields follow the groups of PySR's API reference (see `parameters`, which also
+    holds the estimator's parameters that are not search settings: data preprocessing,
+    the run directory, exports). A default here equals PySR's (a test checks it against
+    `parameters.PARAMETERS`), with None resolved to what it stands for.
+    """
+
+    # --- creating the search space -------------------------------------------------------
     binary_operators: Any = None            # None -> + - * /
     unary_operators: Any = None             # None -> no unary operators
+    extra_sympy_mappings: dict | None = None  # operator name -> sympy form (overrides the operator's)
     maxsize: int = 30
     maxdepth: int | None = None
-    constraints: dict | None = None         # {"pow": (-1, 1), "sin": 5}: max complexity of arguments
-    nested_constraints: dict | None = None  # {"sin": {"sin": 0, "cos": 0}}: max nesting
-    complexity_of_operators: dict | None = None
-    complexity_of_constants: float = 1
-    complexity_of_variables: float = 1
-    # --- search size ------------------------------------------------------------------
+    # --- setting the search size ---------------------------------------------------------
     niterations: int = 100
     populations: int = 31
     population_size: int = 27
     ncycles_per_iteration: int = 380
-    max_evals: int | None = None
-    timeout_in_seconds: float | None = None
-    early_stop_condition: Any = None        # float, callable(loss, complexity) or "f(loss, complexity) = ..."
-    # --- objective --------------------------------------------------------------------
+    # --- the objective ---------------------------------------------------------------------
     elementwise_loss: Any = None            # None -> "L2DistLoss()"
+    loss_function: Callable | None = None   # f(prediction, target, weights) -> loss of one formula
+    loss_scale: str = "log"
     model_selection: str = "best"
+    linear_scaling: bool = True             # not in PySR: see PYSR_DIFFERENCES
+    # --- working with complexities -----------------------------------------------------------
     parsimony: float = 0.0
+    constraints: dict | None = None         # {"pow": (-1, 1), "sin": 5}: max complexity of arguments
+    nested_constraints: dict | None = None  # {"sin": {"sin": 0, "cos": 0}}: max nesting
+    complexity_of_operators: dict | None = None
+    complexity_of_constants: float | None = None   # None -> 1
+    complexity_of_variables: Any = None     # None -> 1; a number, or one number per variable
+    warmup_maxsize_by: float | None = None  # None -> 0
     use_frequency: bool = True
     use_frequency_in_tournament: bool = True
     adaptive_parsimony_scaling: float = 1040.0
-    linear_scaling: bool = True             # not in PySR: see PYSR_DIFFERENCES
-    # --- evolution --------------------------------------------------------------------
-    tournament_selection_n: int = 15
-    tournament_selection_p: float = 0.982
-    alpha: float = 3.17
-    annealing: bool = False
-    warmup_maxsize_by: float = 0.0
+    should_simplify: bool | None = True     # None -> True
+    # --- mutations -----------------------------------------------------------------------------
     weight_add_node: float = 2.47
     weight_insert_node: float = 0.0112
     weight_delete_node: float = 0.870
@@ -133,34 +140,47 @@ class Options:
     weight_simplify: float = 0.00209
     weight_optimize: float = 0.0
     weight_soft_tree: float = 0.0           # the residual soft-tree mutation (hybrid.py)
-    soft_tree_seed_fraction: float = 0.1    # share of each population seeded by soft-tree fits (0: off)
-    soft_tree_reseed: bool = True           # with seeding: new fits every 20,000 evaluations
     crossover_probability: float = 0.0259
+    annealing: bool = False
+    alpha: float = 3.17
     perturbation_factor: float = 0.129
     probability_negate_constant: float = 0.00743
     skip_mutation_failures: bool = True
-    should_simplify: bool | None = None     # None -> True
-    # --- migration --------------------------------------------------------------------
-    migration: bool = True
-    hof_migration: bool = True
-    fraction_replaced: float = 0.00036
-    fraction_replaced_hof: float = 0.0614
-    topn: int = 12
-    # --- constants --------------------------------------------------------------------
-    should_optimize_constants: bool = True
-    optimizer_algorithm: str = "BFGS"
+    # --- tournament selection ------------------------------------------------------------------
+    tournament_selection_n: int = 15
+    tournament_selection_p: float = 0.982
+    # --- constant optimization -----------------------------------------------------------------
+    optimizer_algorithm: str = "BFGS"       # "NelderMead" is accepted and runs BFGS (the estimator warns)
     optimizer_nrestarts: int = 2
     optimize_probability: float = 0.14
     optimizer_iterations: int = 8
-    # --- run --------------------------------------------------------------------------
-    random_state: Any = None
+    should_optimize_constants: bool = True
+    # --- migration between populations ---------------------------------------------------------
+    fraction_replaced: float = 0.00036
+    fraction_replaced_hof: float = 0.0614
+    fraction_replaced_guesses: float = 0.001
+    migration: bool = True
+    hof_migration: bool = True
+    topn: int = 12
+    # --- stopping criteria ---------------------------------------------------------------------
+    max_evals: int | None = None
+    timeout_in_seconds: float | None = None
+    early_stop_condition: Any = None        # float, callable(loss, complexity) or "f(loss, complexity) = ..."
+    # --- performance -----------------------------------------------------------------------------
+    batching: Any = False                   # False, True or "auto" (on above 1,000 rows)
+    batch_size: int | None = 50             # None: PySR 2's size by rows
     precision: int = 64
-    verbosity: int = 1
-    progress: bool = True
     memoize: bool = True
     device: Any = None
+    # --- determinism, monitoring -----------------------------------------------------------------
+    random_state: Any = None
+    verbosity: int = 1
+    progress: bool = True
+    print_precision: int = 5
+    # --- soft trees (this project's) ---------------------------------------------------------
+    soft_tree_seed_fraction: float = 0.1    # share of each population seeded by soft-tree fits (0: off)
+    soft_tree_reseed: bool = True           # with seeding: new fits every 20,000 evaluations
     soft_tree_proposer: Any = None          # .seed/.propose (hybrid.py); None: the shipped one if needed
-    batching: bool = False
 
     # derived (filled in by __post_init__)
     operators: tuple = field(init=False, repr=False, default=())
@@ -170,12 +190,12 @@ class Options:
     _unit_complexity: bool = field(init=False, repr=False, default=True)
 
     def __post_init__(self):
-        from enhancements.hybrid_optimization.losses import make_loss, make_stop_condition
+        from enhancements.hybrid_optimization.losses import make_formula_loss, make_loss, make_stop_condition
 
         binary = DEFAULT_BINARY_OPERATORS if self.binary_operators is None else self.binary_operators
         unary = () if self.unary_operators is None else self.unary_operators
-        self.binary = resolve_operators(binary, 2)
-        self.unary = resolve_operators(unary, 1)
+        self.binary = _with_sympy_mappings(resolve_operators(binary, 2), self.extra_sympy_mappings)
+        self.unary = _with_sympy_mappings(resolve_operators(unary, 1), self.extra_sympy_mappings)
         if not self.binary and not self.unary:
             raise ValueError("at least one operator is needed (binary_operators and unary_operators are empty)")
         names = [op.name for op in self.binary + self.unary]
@@ -188,7 +208,7 @@ class Options:
         if self.maxdepth is not None:
             _int(self, "maxdepth", 1)
         for name in ("niterations", "populations", "population_size", "ncycles_per_iteration",
-                     "tournament_selection_n", "topn", "optimizer_iterations"):
+                     "tournament_selection_n", "topn", "optimizer_iterations", "print_precision"):
             _int(self, name, 1)
         _int(self, "optimizer_nrestarts", 0)
         if self.tournament_selection_n > self.population_size:
@@ -198,11 +218,13 @@ class Options:
             _int(self, "max_evals", 1)
         if self.timeout_in_seconds is not None:
             _number(self, "timeout_in_seconds", lo=0.0, lo_open=True)
+        if self.warmup_maxsize_by is None:
+            self.warmup_maxsize_by = 0.0
         for name in ("tournament_selection_p",):
             _number(self, name, lo=0.0, hi=1.0, lo_open=True)
         for name in ("crossover_probability", "fraction_replaced", "fraction_replaced_hof",
-                     "optimize_probability", "warmup_maxsize_by", "probability_negate_constant",
-                     "soft_tree_seed_fraction"):
+                     "fraction_replaced_guesses", "optimize_probability", "warmup_maxsize_by",
+                     "probability_negate_constant", "soft_tree_seed_fraction"):
             _number(self, name, lo=0.0, hi=1.0)
         for name in ("parsimony", "adaptive_parsimony_scaling", "perturbation_factor"):
             _number(self, name, lo=0.0)
@@ -216,27 +238,44 @@ class Options:
             self.soft_tree_proposer = TrainedSoftTreeProposer()
         if self.model_selection not in ("best", "accuracy", "score"):
             raise ValueError(f"model_selection must be 'best', 'accuracy' or 'score', got {self.model_selection!r}")
-        if self.optimizer_algorithm not in ("BFGS",):
-            raise ValueError(f"optimizer_algorithm must be 'BFGS', got {self.optimizer_algorithm!r}")
-        if self.precision not in (32, 64):
-            raise ValueError(f"precision must be 32 or 64, got {self.precision!r}")
+        if self.loss_scale not in ("log", "linear"):
+            raise ValueError(f"loss_scale must be 'log' or 'linear', got {self.loss_scale!r}")
+        if self.optimizer_algorithm not in ("BFGS", "NelderMead"):
+            raise NotImplementedError("PySR currently only supports the following optimizer algorithms: "
+                                      f"['BFGS', 'NelderMead'] (got {self.optimizer_algorithm!r})")
+        if self.precision not in (16, 32, 64):
+            raise ValueError(f"precision must be 16, 32 or 64, got {self.precision!r}")
         check_device(self.device)
-        if self.batching:
-            raise ValueError("batching=True is not supported: memoized evaluation needs the full data set")
+        if self.batching not in (False, True, "auto"):
+            raise ValueError(f"batching must be False, True or 'auto', got {self.batching!r}")
+        if self.batch_size is not None:
+            _int(self, "batch_size", -2**62)
+            if self.batch_size < 1:
+                warnings.warn("Given `batch_size` must be greater than or equal to one. `batch_size` has been "
+                              "increased to equal one.", UserWarning, stacklevel=3)
+                self.batch_size = 1
         if self.should_simplify is None:
             self.should_simplify = True
+        if self.complexity_of_constants is None:
+            self.complexity_of_constants = 1
         _number(self, "complexity_of_constants", lo=0.0, convert=False)
-        _number(self, "complexity_of_variables", lo=0.0, convert=False)
+        self.complexity_of_variables = _variable_complexities(self.complexity_of_variables)
         self._op_complexity = {op.name: op.complexity for op in self.operators}
         for key, value in (self.complexity_of_operators or {}).items():
             op = self._lookup(key, "complexity_of_operators")
             if not isinstance(value, numbers.Real) or isinstance(value, bool) or value < 0 or not math.isfinite(value):
                 raise ValueError(f"complexity_of_operators[{key!r}] must be a non-negative number, got {value!r}")
             self._op_complexity[op.name] = value
-        self._unit_complexity = (self.complexity_of_constants == 1 and self.complexity_of_variables == 1
+        cv = self.complexity_of_variables
+        self._unit_complexity = (self.complexity_of_constants == 1 and all(v == 1 for v in _as_tuple(cv))
                                  and all(v == 1 for v in self._op_complexity.values()))
         self._check_constraints()
-        self.loss = make_loss(self.elementwise_loss)
+        if self.loss_function is not None:
+            if self.elementwise_loss is not None:
+                raise ValueError("You cannot set both `elementwise_loss` and `loss_function`.")
+            self.loss = make_formula_loss(self.loss_function)
+        else:
+            self.loss = make_loss(self.elementwise_loss)
         self.stop_condition = make_stop_condition(self.early_stop_condition)
         proposer = self.soft_tree_proposer
         for method, setting, value in (("seed", "soft_tree_seed_fraction", self.soft_tree_seed_fraction),
@@ -261,18 +300,24 @@ class Options:
         if self._unit_complexity:
             return expr.size
         ops, cc, cv = self._op_complexity, self.complexity_of_constants, self.complexity_of_variables
+        per_variable = isinstance(cv, tuple)
         total = 0
         for node in expr.nodes():
             if node.op is not None:
                 total += ops.get(node.op.name, node.op.complexity)
+            elif node.feature is not None:
+                total += cv[node.feature] if per_variable else cv
             else:
-                total += cv if node.feature is not None else cc
+                total += cc
         return total
 
     def node_complexity(self, node: Expression) -> float:
         if node.op is not None:
             return self._op_complexity.get(node.op.name, node.op.complexity)
-        return self.complexity_of_variables if node.feature is not None else self.complexity_of_constants
+        if node.feature is None:
+            return self.complexity_of_constants
+        cv = self.complexity_of_variables
+        return cv[node.feature] if isinstance(cv, tuple) else cv
 
     def satisfies_constraints(self, expr: Expression) -> bool:
         """PySR's ``constraints`` (argument complexity) and ``nested_constraints`` hold."""
@@ -331,6 +376,46 @@ class Options:
                         raise ValueError(f"nested_constraints[{key!r}][{k2!r}] must be a non-negative int")
                     table[op2.name] = int(limit)
                 self._nested[outer.name] = table
+
+
+def _with_sympy_mappings(ops: tuple, mappings: dict | None) -> tuple:
+    """The operators, with the sympy form of those named in ``extra_sympy_mappings``
+    replaced by the user's (PySR's custom operators need one; a mapping overrides ours)."""
+    if mappings is None:
+        return ops
+    if not isinstance(mappings, dict):
+        raise TypeError("extra_sympy_mappings must be a dict like {'inv': lambda x: 1 / x}")
+    for key, fn in mappings.items():
+        if not isinstance(key, str) or not callable(fn):
+            raise TypeError(f"extra_sympy_mappings must map operator names to callables; got {key!r}: {fn!r}")
+    out = []
+    for op in ops:
+        fn = mappings.get(op.name)
+        out.append(op if fn is None else replace(op, sympy_fn=fn))
+    return tuple(out)
+
+
+def _as_tuple(value) -> tuple:
+    return value if isinstance(value, tuple) else (value,)
+
+
+def _variable_complexities(value):
+    """``complexity_of_variables``: None -> 1, a number, or one number per variable (a tuple)."""
+    if value is None:
+        return 1
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"complexity_of_variables must be a non-negative number, got {value!r}")
+        return value
+    if isinstance(value, (list, tuple)) or hasattr(value, "__array__"):
+        values = tuple(value.tolist() if hasattr(value, "tolist") else value)
+        for v in values:
+            if not isinstance(v, numbers.Real) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
+                raise ValueError(f"complexity_of_variables must hold non-negative numbers, got {v!r}")
+        if not values:
+            raise ValueError("complexity_of_variables is an empty list")
+        return values
+    raise TypeError(f"complexity_of_variables must be a number or a list of numbers, got {value!r}")
 
 
 def _nesting(expr: Expression, name: str) -> int:

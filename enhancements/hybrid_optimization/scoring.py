@@ -55,11 +55,15 @@ class Scores:
     b: np.ndarray
 
 
+def search_dtype(options: Options) -> torch.dtype:
+    """The torch dtype of ``precision`` (16, 32 or 64 bits)."""
+    return {16: torch.float16, 32: torch.float32, 64: torch.float64}[options.precision]
+
+
 def make_evaluator(X: torch.Tensor, options: Options) -> IncrementalEvaluator:
     """The memoizing evaluator every loss of a search goes through (``memoize=False``: the
     same batched evaluator without its sub-expression cache, the ablation baseline)."""
-    dtype = torch.float64 if options.precision == 64 else torch.float32
-    return IncrementalEvaluator(X, memoize=options.memoize, device=options.device, dtype=dtype)
+    return IncrementalEvaluator(X, memoize=options.memoize, device=options.device, dtype=search_dtype(options))
 
 
 def closed_form_scaling(f: torch.Tensor, y: torch.Tensor, w: torch.Tensor):
@@ -87,10 +91,11 @@ class Scorer:
     """Scores formulas on one data set (X, y, weights) under ``options``."""
 
     def __init__(self, X: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None, options: Options,
-                 evaluator=None):
+                 evaluator=None, normalization: float | None = None):
         self.opts = options
+        self.memoize = bool(options.memoize)
         self.evaluator = evaluator if evaluator is not None else make_evaluator(X, options)
-        dtype = torch.float64 if options.precision == 64 else torch.float32
+        dtype = search_dtype(options)
         self.y = y.to(device=options.device, dtype=dtype)
         self.w = None if weights is None else weights.to(device=options.device, dtype=dtype)
         self.w_norm = (torch.ones_like(self.y) if self.w is None else self.w) / (
@@ -100,7 +105,9 @@ class Scorer:
         mean = (self.y * self.w_norm).sum()
         self.baseline_loss = float(self.loss_fn(mean.expand(1, len(self.y)), self.y, self.w)[0])
         # PySR divides losses by the baseline (loss of the mean), floored at 0.01.
-        self.normalization = self.baseline_loss if self.baseline_loss >= 0.01 else 0.01
+        if normalization is None:
+            normalization = self.baseline_loss if self.baseline_loss >= 0.01 else 0.01
+        self.normalization = normalization
         self.n_evals = 0
         self.memo_hits = 0
         self.memo_evictions = 0
@@ -110,6 +117,17 @@ class Scorer:
         # Called after every evaluator call on a batch split in chunks (large data), so
         # that progress shows while one batch takes seconds.
         self.on_chunk = None
+
+    def for_rows(self, rows: torch.Tensor) -> "Scorer":
+        """A scorer on these rows of the data (batching): the same loss and normalisation
+        (so that costs compare with this scorer's), without the loss memo or the
+        sub-expression cache, which would only fill with values of one batch."""
+        X = self.evaluator.X[rows]
+        w = None if self.w is None else self.w[rows]
+        evaluator = IncrementalEvaluator(X, memoize=False, device=X.device, dtype=X.dtype)
+        sub = Scorer(X, self.y[rows], w, self.opts, evaluator=evaluator, normalization=self.normalization)
+        sub.memoize = False
+        return sub
 
     def cost(self, loss: float, complexity: float) -> float:
         return loss / self.normalization + self.opts.parsimony * complexity
@@ -125,7 +143,7 @@ class Scorer:
         if not exprs:
             empty = np.zeros(0)
             return Scores(empty, np.zeros((0, 4)), np.zeros((0, 4)), np.zeros((0, 4)))
-        if not self.opts.memoize:
+        if not self.memoize:
             self.n_evals += len(exprs)
             return self._score_in_chunks(exprs)
         memo = self._memo
