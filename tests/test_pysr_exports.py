@@ -133,3 +133,15 @@ def test_top_level_names_that_pysr_exports():
     with pytest.warns(FutureWarning, match="Calling `pysr` is deprecated"):
         eqs = enhancements.pysr(X, Y, **{**FAST, "niterations": 1})
     assert isinstance(eqs, pd.DataFrame) and len(eqs)
+
+
+def test_pickling_drops_lambda_mappings_as_pysr_does():
+    import pickle
+
+    m = PySRRegressor(**{**FAST, "niterations": 1}, unary_operators=["myinv(x) = 1/x"],
+                      extra_sympy_mappings={"myinv": lambda x: 1 / x}).fit(X, Y)
+    with pytest.warns(UserWarning, match="`extra_sympy_mappings` cannot be pickled"):
+        blob = pickle.dumps(m)
+    back = pickle.loads(blob)
+    assert back.extra_sympy_mappings is None
+    assert np.allclose(back.predict(X), m.predict(X))

@@ -74,58 +74,73 @@ def _torch_functions(extra: Mapping | None) -> dict:
     return table
 
 
+class _SympyProgram:
+    """A sympy expression prepared for evaluation by a numeric library: its symbols mapped
+    to columns, its Floats to a parameter vector (sorted, so the order is fixed), and every
+    function it calls checked against ``functions`` (``missing`` names the mapping to add)."""
+
+    def __init__(self, expression, symbols_in, functions: dict, missing: str):
+        self.expression = sympy.sympify(expression)
+        symbols = [sympy.Symbol(str(s)) if not isinstance(s, sympy.Symbol) else s for s in symbols_in]
+        self.symbol_index = {s: i for i, s in enumerate(symbols)}
+        unknown = [s for s in self.expression.free_symbols if s not in self.symbol_index]
+        if unknown:
+            raise ValueError(f"symbols {sorted(map(str, unknown))} are not among symbols_in "
+                             f"{[str(s) for s in symbols]}")
+        self.floats = sorted(self.expression.atoms(sympy.Float), key=lambda f: (float(f), str(f)))
+        self.float_index = {f: i for i, f in enumerate(self.floats)}
+        self.functions = functions
+        self._check(self.expression, missing)
+
+    def _check(self, node, missing: str) -> None:
+        if not (node.is_Atom or node.func in (sympy.Add, sympy.Mul, sympy.Pow)) and node.func not in self.functions:
+            raise KeyError(missing.format(func=node.func))
+        for arg in node.args:
+            self._check(arg, missing)
+
+    def evaluate(self, X, params, power: Callable, number: Callable):
+        """The expression's value: ``X[:, i]`` for symbol i, ``params[k]`` for Float k,
+        ``number(v)`` for other numbers, ``power`` for powers."""
+        def rec(node):
+            if isinstance(node, sympy.Float):
+                return params[self.float_index[node]]
+            if node.is_Symbol:
+                return X[:, self.symbol_index[node]]
+            if node.is_Number or node.is_NumberSymbol:
+                return number(float(node))
+            args = [rec(a) for a in node.args]
+            if node.func is sympy.Add:
+                return functools.reduce(operator.add, args)
+            if node.func is sympy.Mul:
+                return functools.reduce(operator.mul, args)
+            if node.func is sympy.Pow:
+                return power(*args)
+            return self.functions[node.func](*args)
+
+        return rec(self.expression)
+
+
 class _SympyTorchModule(torch.nn.Module):
     """A sympy expression as a module: its Floats are parameters, the rest is fixed."""
 
     def __init__(self, expression, symbols_in, selection=None, extra_torch_mappings=None):
         super().__init__()
-        self.expression = sympy.sympify(expression)
-        self.symbols = [sympy.Symbol(str(s)) if not isinstance(s, sympy.Symbol) else s for s in symbols_in]
+        self.program = _SympyProgram(expression, symbols_in, _torch_functions(extra_torch_mappings),
+                                     "Function {func} was not found in Torch function mappings. Please add it to "
+                                     "extra_torch_mappings in the format, e.g., {{sympy.sqrt: torch.sqrt}}.")
+        self.expression = self.program.expression
         self.selection = None if selection is None else [int(i) for i in selection]
-        self._functions = _torch_functions(extra_torch_mappings)
-        floats = sorted(self.expression.atoms(sympy.Float), key=lambda f: (float(f), str(f)))
-        self._float_index = {f: i for i, f in enumerate(floats)}
-        self.constants = torch.nn.Parameter(torch.tensor([float(f) for f in floats], dtype=torch.float64))
-        index = {s: i for i, s in enumerate(self.symbols)}
-        unknown = [s for s in self.expression.free_symbols if s not in index]
-        if unknown:
-            raise ValueError(f"symbols {sorted(map(str, unknown))} are not among symbols_in "
-                             f"{[str(s) for s in self.symbols]}")
-        self._symbol_index = index
-        self._check(self.expression)
-
-    def _check(self, node) -> None:
-        if node.is_Atom or node.func in (sympy.Add, sympy.Mul, sympy.Pow):
-            pass
-        elif node.func not in self._functions:
-            raise KeyError(f"Function {node.func} was not found in Torch function mappings. Please add it to "
-                           "extra_torch_mappings in the format, e.g., {sympy.sqrt: torch.sqrt}.")
-        for arg in node.args:
-            self._check(arg)
+        self.constants = torch.nn.Parameter(torch.tensor([float(f) for f in self.program.floats],
+                                                         dtype=torch.float64))
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
         X = torch.as_tensor(X)
         if self.selection is not None and X.shape[-1] != len(self.selection):
             X = X[:, self.selection]
         X = X.to(self.constants.dtype)
-        out = self._eval(self.expression, X)
+        out = self.program.evaluate(X, self.constants, torch.pow,
+                                    lambda v: torch.tensor(v, dtype=X.dtype, device=X.device))
         return out.expand(X.shape[0]) if out.ndim == 0 else out
-
-    def _eval(self, node, X):
-        if isinstance(node, sympy.Float):
-            return self.constants[self._float_index[node]]
-        if node.is_Symbol:
-            return X[:, self._symbol_index[node]]
-        if node.is_Number or node.is_NumberSymbol:
-            return torch.tensor(float(node), dtype=X.dtype, device=X.device)
-        args = [self._eval(a, X) for a in node.args]
-        if node.func is sympy.Add:
-            return functools.reduce(operator.add, args)
-        if node.func is sympy.Mul:
-            return functools.reduce(operator.mul, args)
-        if node.func is sympy.Pow:
-            return torch.pow(*args)
-        return self._functions[node.func](*args)
 
     def extra_repr(self) -> str:
         return f"expression={self.expression}"
@@ -148,62 +163,36 @@ def _jax():
     return jax, jnp
 
 
+_JAX_NAMES = {
+    sympy.exp: "jnp.exp", sympy.log: "jnp.log", sympy.sin: "jnp.sin", sympy.cos: "jnp.cos",
+    sympy.tan: "jnp.tan", sympy.tanh: "jnp.tanh", sympy.sinh: "jnp.sinh", sympy.cosh: "jnp.cosh",
+    sympy.asin: "jnp.arcsin", sympy.acos: "jnp.arccos", sympy.atan: "jnp.arctan", sympy.Abs: "jnp.abs",
+    sympy.sign: "jnp.sign", sympy.floor: "jnp.floor", sympy.ceiling: "jnp.ceil",
+}
+
+
 def sympy2jax(expression, symbols_in, selection=None, extra_jax_mappings=None):
     """``(f, parameters)`` with ``f(X, parameters)`` computing ``expression`` in JAX and
     ``parameters`` the expression's Float constants (PySR's signature). The mapping
     values name ``jax.numpy``/``jax.scipy`` functions as strings, e.g. ``{sympy.cos: "jnp.cos"}``."""
     jax, jnp = _jax()
-    names = {
-        sympy.exp: "jnp.exp", sympy.log: "jnp.log", sympy.sin: "jnp.sin", sympy.cos: "jnp.cos",
-        sympy.tan: "jnp.tan", sympy.tanh: "jnp.tanh", sympy.sinh: "jnp.sinh", sympy.cosh: "jnp.cosh",
-        sympy.asin: "jnp.arcsin", sympy.acos: "jnp.arccos", sympy.atan: "jnp.arctan", sympy.Abs: "jnp.abs",
-        sympy.sign: "jnp.sign", sympy.floor: "jnp.floor", sympy.ceiling: "jnp.ceil",
-    }
+    names = dict(_JAX_NAMES)
     for key, value in (extra_jax_mappings or {}).items():
         if not isinstance(value, str):
             raise ValueError("extra_jax_mappings must have keys that are strings! e.g., {sympy.sqrt: 'jnp.sqrt'}.")
         names[key] = value
-    functions = {}
-    for key, value in names.items():
-        functions[key] = _jax_function(value, jax, jnp)
-    expression = sympy.sympify(expression)
-    symbols = [sympy.Symbol(str(s)) if not isinstance(s, sympy.Symbol) else s for s in symbols_in]
-    index = {s: i for i, s in enumerate(symbols)}
-    floats = sorted(expression.atoms(sympy.Float), key=lambda f: (float(f), str(f)))
-    float_index = {f: i for i, f in enumerate(floats)}
+    functions = {key: _jax_function(value, jax, jnp) for key, value in names.items()}
+    program = _SympyProgram(expression, symbols_in, functions,
+                            "Function {func} was not found in JAX function mappings.Please add it to "
+                            "extra_jax_mappings in the format, e.g., {{sympy.sqrt: 'jnp.sqrt'}}.")
     sel = None if selection is None else jnp.asarray(list(selection))
-
-    def check(node):
-        if not (node.is_Atom or node.func in (sympy.Add, sympy.Mul, sympy.Pow)) and node.func not in functions:
-            raise KeyError(f"Function {node.func} was not found in JAX function mappings.Please add it to "
-                           "extra_jax_mappings in the format, e.g., {sympy.sqrt: 'jnp.sqrt'}.")
-        for arg in node.args:
-            check(arg)
-
-    check(expression)
-
-    def evaluate(node, X, params):
-        if isinstance(node, sympy.Float):
-            return params[float_index[node]]
-        if node.is_Symbol:
-            return X[:, index[node]]
-        if node.is_Number or node.is_NumberSymbol:
-            return float(node)
-        args = [evaluate(a, X, params) for a in node.args]
-        if node.func is sympy.Add:
-            return functools.reduce(operator.add, args)
-        if node.func is sympy.Mul:
-            return functools.reduce(operator.mul, args)
-        if node.func is sympy.Pow:
-            return jnp.power(*args)
-        return functions[node.func](*args)
 
     def f(X, parameters):
         if sel is not None and X.shape[-1] != len(sel):
             X = X[:, sel]
-        return evaluate(expression, X, parameters) * jnp.ones(X.shape[0])
+        return program.evaluate(X, parameters, jnp.power, float) * jnp.ones(X.shape[0])
 
-    return f, jnp.asarray([float(v) for v in floats])
+    return f, jnp.asarray([float(v) for v in program.floats])
 
 
 def _jax_function(name: str, jax, jnp) -> Callable:

@@ -527,6 +527,14 @@ class PySRRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         fitted columns)."""
         rows = self._indices(index)
         selection = None if self.selection_mask_ is None else np.flatnonzero(self.selection_mask_).tolist()
+        if self.extra_torch_mappings:
+            # The user's torch forms override the operators' own: export through sympy, as PySR does.
+            from enhancements.hybrid_optimization.exports import sympy2torch
+
+            symbols = [sympy.Symbol(n) for n in self.variable_names_]
+            return self._per_output([sympy2torch(f["sympy_format"].iloc[i], symbols, selection,
+                                                 self.extra_torch_mappings)
+                                     for f, i in zip(self._frames(), rows)])
         return self._per_output([ExpressionModule(exprs[i], self.variable_names_, selection)
                                  for exprs, i in zip(self._expression_lists(), rows)])
 
@@ -677,6 +685,13 @@ class PySRRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
     def __getstate__(self):
         state = dict(self.__dict__)
         state.pop("_running", None)
+        for name in ("extra_sympy_mappings", "extra_torch_mappings", "extra_jax_mappings"):
+            # PySR's rule: mappings hold lambdas, which pickle cannot store.
+            if state.get(name) is not None and not _picklable(state[name]):
+                warnings.warn(f"`{name}` cannot be pickled and will be removed from the serialized instance. "
+                              f"When loading the model, please redefine `{name}` at runtime.", UserWarning,
+                              stacklevel=2)
+                state[name] = None
         if "expressions_" in state:
             state["expressions_"] = [[e.to_string() for e in exprs] for exprs in self._expression_lists()]
             frames = self._frames()
@@ -700,6 +715,16 @@ class PySRRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             self._set_results(fronts, self.variable_names_, floors)
         if "search_state_" in state and state["search_state_"] and isinstance(state["search_state_"][0], dict):
             self.search_state_ = [SearchState.from_data(s, self._options().operators) for s in state["search_state_"]]
+
+
+def _picklable(value) -> bool:
+    import pickle
+
+    try:
+        pickle.dumps(value)
+        return True
+    except Exception:
+        return False
 
 
 def _same(value, default) -> bool:
