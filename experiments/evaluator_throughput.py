@@ -7,7 +7,10 @@ random mutation) and the whole population is evaluated again. It is evaluated
 - (a) one formula at a time, from scratch, with `Expression.evaluate`;
 - (b0) by the `IncrementalEvaluator` without memoization (``memoize=False``): batched
   by (level, operator), every node of every formula computed -- the ablation row;
-- (b) by the `IncrementalEvaluator` with its `SubexpressionCache`.
+- (b) by the `IncrementalEvaluator` with its `SubexpressionCache`;
+- (c) by the compiled engine's stack machine (`enhancements.engine.evaluate`, numba), on
+  the formulas as the compiled search holds them (postfix arrays, encoded before timing),
+  one formula after another, every node computed (constant sub-trees as scalars).
 
 Methods alternate, ``--repeats`` times, each repeat with a fresh evaluator and cache;
 the table gives medians. A last, separate run of (b) under `torch.profiler` says how
@@ -31,6 +34,9 @@ import numpy as np
 import torch
 
 from enhancements.dp_memoization import IncrementalEvaluator, SubexpressionCache
+from enhancements.engine.evaluate import evaluate_programs, tables
+from enhancements.engine.programs import OperatorTable, encode
+from enhancements.hybrid_optimization.options import Options
 from experiments.outputs import OUT_HELP, Report, output_dir
 from pysr_baseline.expression import Expression
 from pysr_baseline.operators import DEFAULT_BINARY_OPERATORS, DEFAULT_UNARY_OPERATORS
@@ -97,6 +103,46 @@ def run_batched(stream, X, memoize: bool, capacity, max_bytes) -> dict:
         result["cache"] = ev.cache.stats
         result["limits"] = (ev.cache.capacity, ev.cache.max_bytes)
     return result
+
+
+def encode_stream(stream):
+    """The stream as the compiled engine holds it: one block of postfix programs a round."""
+    opts = Options(binary_operators=list(DEFAULT_BINARY_OPERATORS), unary_operators=list(DEFAULT_UNARY_OPERATORS),
+                   soft_tree_seed_fraction=0)
+    table = OperatorTable.from_options(opts)
+    length = max(e.size for p in stream for e in p)
+    return table, [encode(p, table, length) for p in stream]
+
+
+def run_compiled(blocks, table, X) -> dict:
+    walls, cpus = [], []
+    Xt = np.ascontiguousarray(X.numpy().T.astype(np.float64))
+    out = np.empty((blocks[0].ops.shape[0], Xt.shape[1]))
+    args = tables(table)
+    evaluate_programs(blocks[0].ops, blocks[0].feat, blocks[0].val, blocks[0].length, Xt, out, *args)  # compiled
+    for block in blocks:
+        wall, cpu = time.perf_counter(), time.process_time()
+        evaluate_programs(block.ops, block.feat, block.val, block.length, Xt, out, *args)
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+    return {"walls": walls, "cpus": cpus}
+
+
+def compiled_agreement(blocks, table, stream, X) -> tuple[float, float, float]:
+    """Outside the timing: the share of values (c) gives bit for bit as (a), the share
+    equal to 1e-9 relative, and whether NaN/inf fall in the same places (a share)."""
+    Xt = np.ascontiguousarray(X.numpy().T.astype(np.float64))
+    exact = close = same_kind = total = 0
+    for block, population in zip(blocks, stream):
+        out = np.empty((len(population), Xt.shape[1]))
+        evaluate_programs(block.ops, block.feat, block.val, block.length, Xt, out, *tables(table))
+        with torch.no_grad():
+            want = torch.stack([e.evaluate(X) for e in population]).numpy()
+        exact += int(((out == want) | (np.isnan(out) & np.isnan(want))).sum())
+        close += int(np.isclose(out, want, rtol=1e-9, atol=0.0, equal_nan=True).sum())
+        same_kind += int(((np.isnan(out) == np.isnan(want)) & (np.isinf(out) == np.isinf(want))).sum())
+        total += out.size
+    return exact / total, close / total, same_kind / total
 
 
 def check_equal(stream, X, capacity, max_bytes) -> bool:
@@ -173,11 +219,13 @@ def main(argv=None) -> None:
     sizes = [e.size for p in stream for e in p]
     plain_rows = sum(plain_node_rows(e, args.rows) for p in stream for e in p)
 
-    runs = {"a": [], "b0": [], "b": []}
+    table, blocks = encode_stream(stream)
+    runs = {"a": [], "b0": [], "b": [], "c": []}
     for _ in range(args.repeats):
         runs["a"].append(run_plain(stream, X))
         runs["b0"].append(run_batched(stream, X, False, args.capacity, args.max_bytes))
         runs["b"].append(run_batched(stream, X, True, args.capacity, args.max_bytes))
+        runs["c"].append(run_compiled(blocks, table, X))
     identical = check_equal(stream, X, args.capacity, args.max_bytes)
     in_torch, n_calls = torch_call_seconds(stream, X, args.capacity, args.max_bytes)
 
@@ -193,7 +241,8 @@ def main(argv=None) -> None:
     say("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     labels = {"a": "(a) one at a time, `Expression.evaluate`",
               "b0": "(b0) `IncrementalEvaluator`, no memoization",
-              "b": "(b) `IncrementalEvaluator` + `SubexpressionCache`"}
+              "b": "(b) `IncrementalEvaluator` + `SubexpressionCache`",
+              "c": "(c) compiled engine (numba), every node"}
     tail_evals = sum(len(p) for p in stream[-tail:])
     rates = {}
     for name, rs in runs.items():
@@ -201,7 +250,7 @@ def main(argv=None) -> None:
         cpu = statistics.median(sum(r["cpus"]) for r in rs)
         tail_wall = statistics.median(sum(r["walls"][-tail:]) for r in rs)
         rates[name] = (n_evals / wall, tail_evals / tail_wall)
-        if name == "a":
+        if name in ("a", "c"):
             node_rows, served, peak = plain_rows, "0%", "-"
         else:
             c = rs[-1]["counters"]
@@ -222,6 +271,10 @@ def main(argv=None) -> None:
     say(f"(b) inside torch calls (torch.profiler, a separate run): {in_torch:.3f} s in {n_calls:,} calls, "
         f"{in_torch / wall_b:.0%} of its median wall time; with all Python bookkeeping free, (b) could reach "
         f"at most {wall_a / in_torch:.1f}x (a).")
+    exact, close, same_kind = compiled_agreement(blocks, table, stream, X)
+    say(f"(c) against (a): {exact:.2%} of values bit for bit, {close:.3%} equal to 1e-9 relative, NaN/inf in the "
+        f"same places for {same_kind:.3%} (the transcendental functions are libm's, not torch's: they may differ "
+        f"in the last bit, which an ill-conditioned formula amplifies).")
     s = runs["b"][-1]["cache"]
     say(f"Cache after (b): {s.entries:,} entries, hit rate {s.hit_rate:.1%} of lookups, {s.evictions:,} "
         f"evictions, {s.reserved_bytes / 2**20:.1f} MiB of rows touched by its row store. A population holds "

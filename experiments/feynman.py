@@ -388,10 +388,11 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def parse_settings(items: list[str]) -> dict:
-    """``["weight_soft_tree=0.01", "stop_on_exact=false"]`` -> {name: number or bool}; no eval.
+    """``["weight_soft_tree=0.01", "stop_on_exact=false", "engine=torch"]`` -> {name: number,
+    bool or word}; no eval.
 
-    >>> parse_settings(["a=1", "b=0.5", "c=false"])
-    {'a': 1, 'b': 0.5, 'c': False}
+    >>> parse_settings(["a=1", "b=0.5", "c=false", "engine=torch"])
+    {'a': 1, 'b': 0.5, 'c': False, 'engine': 'torch'}
     """
     out = {}
     for item in items:
@@ -408,7 +409,9 @@ def parse_settings(items: list[str]) -> dict:
             try:
                 out[name] = float(text)
             except ValueError:
-                raise ValueError(f"--set {name}: {text!r} is not a number or true/false") from None
+                if not text.isidentifier():
+                    raise ValueError(f"--set {name}: {text!r} is not a number, true/false or a word") from None
+                out[name] = text
     return out
 
 
@@ -463,7 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--restarts-per-fit", type=int, default=4,
                    help="soft tree: restarts per fit; fits repeat until the budget is spent")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                   help="a method option (a number or true/false), e.g. --set weight_soft_tree=0.01; "
+                   help="a method option (a number, true/false or a word), e.g. --set weight_soft_tree=0.01 "
+                        "or --set engine=torch; "
                         "repeatable; methods without that option ignore it")
     p.add_argument("--plot", action="store_true", help="save PNG plots beside the CSV")
     p.add_argument("--scatter-equation", metavar="NAME",

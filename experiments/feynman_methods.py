@@ -196,10 +196,11 @@ class SearchMethod(Method):
     UNARY_OPERATORS = ("sqrt", "exp", "log", "sin", "cos", "square", "inv", "neg")
 
     def __init__(self, niterations: int = 10**6, unary_operators=UNARY_OPERATORS, stop_on_exact: bool = True,
-                 soft_tree_seed_fraction: float | None = None, weight_soft_tree: float | None = None):
+                 soft_tree_seed_fraction: float | None = None, weight_soft_tree: float | None = None,
+                 engine: str | None = None):
         # Only options that differ from the estimator's defaults enter the settings string.
         extra = {k: v for k, v in (("soft_tree_seed_fraction", soft_tree_seed_fraction),
-                                   ("weight_soft_tree", weight_soft_tree)) if v is not None}
+                                   ("weight_soft_tree", weight_soft_tree), ("engine", engine)) if v is not None}
         super().__init__(niterations=niterations, unary_operators=",".join(unary_operators),
                          stop_on_exact=stop_on_exact, **extra)
         self.niterations = niterations

@@ -1,7 +1,7 @@
 """The search's evaluation throughput with and without memoization, in one run.
 
-For each Feynman equation, `PySRRegressor` runs the same search (same seed, same
-``max_evals``) with ``memoize=True`` and with ``memoize=False``, ``--runs`` times each,
+For each Feynman equation, `PySRRegressor` runs the same search on the torch engine
+(same seed, same ``max_evals``) with ``memoize=True`` and with ``memoize=False``, ``--runs`` times each,
 alternating. Memoization changes no result (the same front, the same number of
 evaluations: a test checks it), only how the evaluations are computed, so the two
 timings compare the same work. Printed: formulas evaluated per second (median), the
@@ -32,9 +32,10 @@ EQUATIONS = ("I.10.7", "I.13.12", "II.6.15a")
 OUTPUT_FILE = "search_throughput.md"
 
 
-def run_search(dataset, memoize: bool, max_evals: int, seed: int) -> dict:
-    # soft_tree_seed_fraction=0: the evaluations alone (soft-tree fits would add the same seconds to both)
-    model = PySRRegressor(max_evals=max_evals, niterations=10**6, random_state=seed, memoize=memoize,
+def run_search(dataset, memoize: bool, max_evals: int, seed: int, engine: str = "torch") -> dict:
+    # soft_tree_seed_fraction=0: the evaluations alone (soft-tree fits would add the same seconds to both);
+    # the torch engine: memoization is that engine's (the compiled one has no sub-expression cache)
+    model = PySRRegressor(max_evals=max_evals, niterations=10**6, random_state=seed, memoize=memoize, engine=engine,
                           soft_tree_seed_fraction=0.0,
                           unary_operators=list(SearchMethod.UNARY_OPERATORS), verbosity=0, progress=False,
                           temp_equation_file=True)

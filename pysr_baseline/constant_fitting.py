@@ -13,6 +13,8 @@ residual that remains: the search looks for shape, not scale.
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import torch
@@ -88,20 +90,76 @@ def refit_constants_lbfgs(f: Expression, X: torch.Tensor, y: torch.Tensor, weigh
     if not f.constants:
         return f
     params = torch.tensor(f.constants, dtype=X.dtype).requires_grad_(True)
-    optimizer = torch.optim.LBFGS([params], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe",
-                                  tolerance_grad=1e-12, tolerance_change=1e-14)
-
-    def closure():
-        optimizer.zero_grad()
-        return loss_and_backward(params)
-
-    try:
-        optimizer.step(closure)
-    except RuntimeError:  # a line search that wandered into NaN territory: keep the start
+    if not _bfgs(params, loss_and_backward, max_iter):
         return f
     candidate = f.with_constants(params.detach().tolist())
     before = _scaled_nmse(f, X, y, weights)
     return candidate if _scaled_nmse(candidate, X, y, weights) <= before else f
+
+
+def _bfgs(params: torch.Tensor, loss_and_backward, max_iter: int) -> bool:
+    """Minimise ``loss_and_backward`` over ``params`` in place: BFGS with a backtracking
+    (Armijo) line search, at most ``max_iter`` iterations. Written here rather than
+    taken from ``torch.optim.LBFGS``, whose first use imports ``torch._dynamo`` (~1.6 s).
+    Returns False when the start has no finite loss (``params`` untouched)."""
+
+    def value_and_grad(x: torch.Tensor):
+        with torch.no_grad():
+            params.copy_(x)
+        params.grad = None
+        loss = loss_and_backward(params)
+        value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
+        grad = params.grad
+        if grad is None or not math.isfinite(value):
+            return value, None
+        return value, torch.nan_to_num(grad.detach().clone(), nan=0.0, posinf=0.0, neginf=0.0)
+
+    x = params.detach().clone()
+    fx, g = value_and_grad(x)
+    if g is None:
+        with torch.no_grad():
+            params.copy_(x)
+        return math.isfinite(fx)
+    n = x.numel()
+    H = torch.eye(n, dtype=x.dtype)
+    fresh = True
+    for iteration in range(max_iter):
+        if float(g.abs().max()) < 1e-12:
+            break
+        d = -(H @ g)
+        slope = float(d @ g)
+        if slope >= 0:
+            d, slope = -g, -float(g @ g)
+        if iteration == 0:  # the first step's length is unknown: a unit-length move at most
+            d = d / max(1.0, float(d.norm()))
+            slope = float(d @ g)
+        t, accepted = 1.0, None
+        for _ in range(20):
+            x_new = x + t * d
+            f_new, g_new = value_and_grad(x_new)
+            if g_new is not None and f_new <= fx + 1e-4 * t * slope:
+                accepted = (x_new, f_new, g_new)
+                break
+            t *= 0.5
+        if accepted is None:
+            break
+        x_new, f_new, g_new = accepted
+        s, yv = x_new - x, g_new - g
+        sy = float(s @ yv)
+        if sy > 1e-12 * max(float(s.norm() * yv.norm()), 1e-300):
+            if fresh:  # scale the identity to the curvature seen (Nocedal & Wright 6.20)
+                H = H * (sy / max(float(yv @ yv), 1e-300))
+                fresh = False
+            rho = 1.0 / sy
+            V = torch.eye(n, dtype=x.dtype) - rho * torch.outer(s, yv)
+            H = V @ H @ V.T + rho * torch.outer(s, s)
+        change = abs(fx - f_new)
+        x, fx, g = x_new, f_new, g_new
+        if change <= 1e-14 * max(1.0, abs(fx)):
+            break
+    with torch.no_grad():
+        params.copy_(x)
+    return True
 
 
 def _zero_negligible_constants(f: Expression, X, y, weights, tolerance: float) -> Expression:

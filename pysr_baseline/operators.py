@@ -45,6 +45,9 @@ class Operator:
     soft_fn: Callable[..., torch.Tensor] | None = field(default=None, compare=False, repr=False)
     # A commutative binary operator lets the cache treat f(a, b) and f(b, a) alike.
     commutative: bool = False
+    # An operator defined by a string ("cos2(x) = cos(x)^2") keeps its parsed body (an
+    # Expression in x0, x1 for the arguments), so that compiled code can run it too.
+    body: object = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
         if self.arity not in (1, 2):

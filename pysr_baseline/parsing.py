@@ -259,4 +259,4 @@ def parse_operator_definition(text: str, complexity: int = 1) -> Operator:
     def sympy_fn(*args):
         return body.to_sympy(params).subs(dict(zip(sympy.symbols(params), args)), simultaneous=True)
 
-    return Operator(name, len(params), fn, sympy_fn, complexity, None, soft_fn)
+    return Operator(name, len(params), fn, sympy_fn, complexity, None, soft_fn, body=body)

@@ -43,6 +43,6 @@ def test_requirements_txt_lists_the_runtime_dependencies():
 def test_every_third_party_import_of_the_library_is_declared():
     stdlib = set(sys.stdlib_module_names)
     own = set(PACKAGES)
-    optional = {"cachetools", "gplearn", "numba", "jax", "hypothesis", "pytest"}  # imported where present only
+    optional = {"cachetools", "gplearn", "jax", "hypothesis", "pytest"}  # imported where present only
     third_party = {m for m in _imported() if m not in stdlib and m not in own and m != "__future__"}
     assert third_party - optional <= _declared()

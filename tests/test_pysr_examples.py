@@ -16,7 +16,11 @@ BOUND = dict(progress=False, verbosity=0, random_state=0)
 
 def _equivalent(found, truth, digits=4) -> bool:
     """SRBench's check (to ``digits`` decimals: the examples' constants have four): after
-    rounding constants, the difference simplifies to a constant."""
+    rounding constants, the difference simplifies to a constant. A constant within 1e-9 of
+    a multiple of pi/2 is read as that multiple first (sin(x + 1.5707963268) is cos(x))."""
+    halves = {f: k * sympy.pi / 2 for f in found.atoms(sympy.Float) for k in range(-4, 5)
+              if k and abs(float(f) - k * np.pi / 2) < 1e-9}
+    found = found.xreplace(halves)
     found = found.xreplace({f: sympy.Float(round(float(f), digits)) for f in found.atoms(sympy.Float)})
     found = found.xreplace({s: sympy.Symbol(s.name) for s in found.free_symbols})
     diff = sympy.simplify(sympy.nsimplify(found, rational=True) - truth)

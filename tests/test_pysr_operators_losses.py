@@ -92,7 +92,8 @@ def test_fraction_replaced_guesses_migrates_the_guesses():
                                   "PeriodicLoss(100.0)", "myloss(x, y, w) = w * abs(x - y)"])
 def test_losses_as_pysr_writes_them_find_an_exact_formula(spec):
     y = X[:, 0] * X[:, 1]
-    model = PySRRegressor(**{**TINY, "niterations": 2}, elementwise_loss=spec).fit(X, y)
+    model = PySRRegressor(**{**TINY, "niterations": 2, "populations": 4, "population_size": 20},
+                          elementwise_loss=spec).fit(X, y)
     assert np.min(model.equations_["loss"]) < 1e-8
 
 

@@ -33,11 +33,11 @@ def test_loss_memo_evicting_many_times_never_fails_and_changes_nothing(monkeypat
     # A bound far below one batch makes every batch evict entries that the same batch
     # found in the memo a moment earlier (the old code then raised KeyError).
     monkeypatch.setattr(scoring, "_MEMO_SIZE", 25)
-    small_memo = PySRRegressor(**SMALL).fit(X, Y)
+    small_memo = PySRRegressor(**SMALL, engine="torch").fit(X, Y)      # the torch engine's loss memo
     stats = small_memo.stats_["evaluator"]
     assert stats["loss_memo_evictions"] > 1000
     assert stats["formulas_served_from_loss_memo"] > 0
-    no_memo = PySRRegressor(**SMALL, memoize=False).fit(X, Y)
+    no_memo = PySRRegressor(**SMALL, engine="torch", memoize=False).fit(X, Y)
     assert _front(small_memo) == _front(no_memo)
     assert np.array_equal(small_memo.equations_["loss"].to_numpy(), no_memo.equations_["loss"].to_numpy())
 

@@ -371,7 +371,7 @@ class Search:
                               f"({opts.maxsize}) or breaks maxdepth/constraints; it is not used.", UserWarning)
         with_constants = [g for g in guesses if g.constants]
         if with_constants and opts.should_optimize_constants:
-            result = optimize_constants(self.scorer, with_constants, max(opts.optimizer_iterations, 100),
+            result = self._optimize_constants(self.scorer, with_constants, max(opts.optimizer_iterations, 100),
                                         opts.optimizer_nrestarts, list(range(len(with_constants))))
             self.scorer.n_evals += result.n_evals
             fitted = dict(zip((g.key for g in with_constants), result.exprs))
@@ -469,7 +469,7 @@ class Search:
         if not proposals:
             return
         seeds = [pr.members[0] for pr in proposals]
-        result = optimize_constants(scorer, [pr.children[0] for pr in proposals],
+        result = self._optimize_constants(scorer, [pr.children[0] for pr in proposals],
                                     self.opts.optimizer_iterations, self.opts.optimizer_nrestarts, seeds)
         self._count_optimizer(scorer, result.n_evals)
         for pr, e in zip(proposals, result.exprs):
@@ -493,7 +493,7 @@ class Search:
         scorer = self._population_scorer()
         if to_optimize:
             self._check_budget()
-            result = optimize_constants(scorer, [e for _, _, e in to_optimize], opts.optimizer_iterations,
+            result = self._optimize_constants(scorer, [e for _, _, e in to_optimize], opts.optimizer_iterations,
                                         opts.optimizer_nrestarts, seeds, self._deadline())
             self._count_optimizer(scorer, result.n_evals)
             targets += [(p, i, e) for (p, i, _), e in zip(to_optimize, result.exprs)]
@@ -517,6 +517,11 @@ class Search:
                 self.stats.update(m.complexity)
         self.stats.move_window()
         self.stats.normalize()
+
+    def _optimize_constants(self, scorer, exprs, iterations, nrestarts, seeds, deadline=None):
+        """Batched constant optimisation (`constant_optimization`); the compiled engine
+        replaces it with its own."""
+        return optimize_constants(scorer, exprs, iterations, nrestarts, seeds, deadline)
 
     def _count_optimizer(self, scorer: Scorer, n_evals: int) -> None:
         if scorer is self.scorer:

@@ -172,6 +172,7 @@ class Options:
     precision: int = 64
     memoize: bool = True
     device: Any = None
+    engine: str = "auto"                    # "auto": compiled (numba) where it can run, else torch
     # --- determinism, monitoring -----------------------------------------------------------------
     random_state: Any = None
     verbosity: int = 1
@@ -238,6 +239,8 @@ class Options:
             self.soft_tree_proposer = TrainedSoftTreeProposer()
         if self.model_selection not in ("best", "accuracy", "score"):
             raise ValueError(f"model_selection must be 'best', 'accuracy' or 'score', got {self.model_selection!r}")
+        if self.engine not in ("auto", "compiled", "torch"):
+            raise ValueError(f"engine must be 'auto', 'compiled' or 'torch', got {self.engine!r}")
         if self.loss_scale not in ("log", "linear"):
             raise ValueError(f"loss_scale must be 'log' or 'linear', got {self.loss_scale!r}")
         if self.optimizer_algorithm not in ("BFGS", "NelderMead"):

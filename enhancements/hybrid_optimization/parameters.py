@@ -211,6 +211,8 @@ _TABLE: list[Parameter] = [
         ("linear_scaling", True, "added", "score each formula as a*f + b with a, b fitted in closed form"),
         ("memoize", True, "added", "the sub-expression cache and the loss memo"),
         ("device", None, "added", "a torch device for the evaluation"),
+        ("engine", "auto", "added", "'auto': the compiled (numba) search where it can run, else the torch one; "
+                                    "or 'compiled' / 'torch'"),
         ("weight_soft_tree", 0.0, "added", "weight of the residual soft-tree mutation"),
         ("soft_tree_seed_fraction", 0.1, "added", "share of each population seeded by soft-tree fits"),
         ("soft_tree_reseed", True, "added", "fresh soft-tree seeds every 20,000 evaluations"),

@@ -288,7 +288,9 @@ class PySRRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
 
         bar = ProgressBar(options, names, show_bar=show_bar, quiet=options.verbosity <= 0,
                           after_iteration=after_iteration, label=label)
-        search = Search(X, y, w, options, callback=bar, guesses=guesses, resume=resume)
+        from enhancements.engine.search import make_search   # numba is imported only for a fit
+
+        search = make_search(X, y, w, options, callback=bar, guesses=guesses, resume=resume)
         watcher.search = search
         try:
             result = search.run()

@@ -117,6 +117,9 @@ class Scorer:
         # Called after every evaluator call on a batch split in chunks (large data), so
         # that progress shows while one batch takes seconds.
         self.on_chunk = None
+        # A compiled scorer (exprs -> Scores, or None when it cannot take the batch), set
+        # by the compiled engine so that every loss of a search comes from one code path.
+        self.backend = None
 
     def for_rows(self, rows: torch.Tensor) -> "Scorer":
         """A scorer on these rows of the data (batching): the same loss and normalisation
@@ -178,6 +181,10 @@ class Scorer:
     def _score_in_chunks(self, exprs: list[Expression]) -> Scores:
         """Scores of ``exprs``, evaluated in as few calls as `_VALUES_PER_CALL` allows (one
         for every batch on data of up to ~20,000 rows)."""
+        if self.backend is not None:
+            scores = self.backend(exprs)
+            if scores is not None:
+                return scores
         step = max(1, _VALUES_PER_CALL // max(1, self.y.shape[0]))
         parts = []
         with torch.no_grad():

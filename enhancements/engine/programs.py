@@ -1,0 +1,199 @@
+"""Formulas as arrays: each one a postfix program of fixed-length token rows.
+
+A program is three rows of length ``L`` plus its length: ``ops`` (the token's opcode),
+``feat`` (a variable's column) and ``val`` (a constant's value). Postfix order keeps
+every sub-tree contiguous (it ends at its root), which is what the compiled mutations
+and the stack-machine evaluator need. Many programs live in one ``Programs`` block
+(``ops[m, t]`` ...), so a whole population set is a handful of numpy arrays rather than
+one Python object per formula; `Expression` stays the public type and is converted at
+the edges (`encode`, `decode`).
+
+Opcodes: ``VAR`` and ``CONST`` for leaves, a fixed code per built-in operator (the
+kernels branch on them), and ``CUSTOM + k`` for the k-th operator defined by a string
+(``"cos2(x) = cos(x)^2"``), whose body is itself a small program over its arguments.
+
+    >>> from enhancements.hybrid_optimization.options import Options
+    >>> table = OperatorTable.from_options(Options(unary_operators=["cos"], soft_tree_seed_fraction=0))
+    >>> block = Programs.empty(2, 8)
+    >>> block.set(0, Expression.parse("x0 * cos(x1) + 2.5"), table)
+    True
+    >>> block.ops[0, :block.length[0]].tolist() == [VAR, VAR, COS, MUL, CONST, ADD]
+    True
+    >>> block.get(0, table).to_string()
+    'x0 * cos(x1) + 2.5'
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pysr_baseline.expression import Expression
+from pysr_baseline.operators import BUILTIN_OPERATORS, Operator
+
+VAR, CONST = 0, 1
+ADD, SUB, MUL, DIV, POW = 2, 3, 4, 5, 6
+NEG, SQUARE, CUBE, SQRT, EXP, LOG, ABS, SIN, COS, TAN, TANH, INV = 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18
+CUSTOM = 32  # CUSTOM + k: the k-th custom operator
+N_CODES = 64  # the size of the per-opcode tables (arity, complexity)
+
+BUILTIN_CODES = {"add": ADD, "sub": SUB, "mul": MUL, "div": DIV, "pow": POW, "neg": NEG, "square": SQUARE,
+                 "cube": CUBE, "sqrt": SQRT, "exp": EXP, "log": LOG, "abs": ABS, "sin": SIN, "cos": COS,
+                 "tan": TAN, "tanh": TANH, "inv": INV}
+MAX_CUSTOM = N_CODES - CUSTOM
+
+
+class NotCompilable(ValueError):
+    """An operator the compiled engine cannot run (a Python callable without a string body)."""
+
+
+@dataclass
+class OperatorTable:
+    """The search's operators as opcodes: ``codes[i]`` for ``operators[i]``, the arity and
+    complexity of every opcode, the bodies of custom operators, and the codes the
+    mutations draw from."""
+
+    operators: tuple
+    codes: np.ndarray            # (n_ops,) int64, in the order of `operators`
+    arity: np.ndarray            # (N_CODES,) int64; 0 for leaves and unused codes
+    complexity: np.ndarray       # (N_CODES,) float64, the operators' complexities (leaves: unused)
+    binary_codes: np.ndarray
+    unary_codes: np.ndarray
+    body_ops: np.ndarray         # (MAX_CUSTOM, B) postfix bodies of the custom operators
+    body_feat: np.ndarray        # argument index for VAR tokens of a body
+    body_val: np.ndarray
+    body_length: np.ndarray      # (MAX_CUSTOM,)
+    by_code: dict
+
+    @staticmethod
+    def from_options(options) -> "OperatorTable":
+        ops = tuple(options.operators)
+        codes, customs = [], []
+        arity = np.zeros(N_CODES, dtype=np.int64)
+        complexity = np.zeros(N_CODES, dtype=np.float64)
+        by_code = {}
+        for op in ops:
+            builtin = BUILTIN_OPERATORS.get(op.name)
+            if builtin is not None and op.fn is builtin.fn:  # a built-in (perhaps with the user's sympy form)
+                code = BUILTIN_CODES[op.name]
+            else:
+                body = op.body
+                if body is None:
+                    raise NotCompilable(f"operator {op.name!r} is a Python callable; the compiled engine runs only "
+                                        "built-in operators and ones defined by a formula string")
+                if len(customs) >= MAX_CUSTOM:
+                    raise NotCompilable(f"more than {MAX_CUSTOM} custom operators")
+                code = CUSTOM + len(customs)
+                customs.append(body)
+            codes.append(code)
+            arity[code] = op.arity
+            complexity[code] = options._op_complexity.get(op.name, op.complexity)
+            by_code[code] = op
+        longest = max([b.size for b in customs], default=1)
+        body_ops = np.zeros((MAX_CUSTOM, longest), dtype=np.int64)
+        body_feat = np.zeros((MAX_CUSTOM, longest), dtype=np.int64)
+        body_val = np.zeros((MAX_CUSTOM, longest), dtype=np.float64)
+        body_length = np.zeros(MAX_CUSTOM, dtype=np.int64)
+        for k, body in enumerate(customs):
+            tokens = _postfix(body, None)
+            for t, (code, feat, val) in enumerate(tokens):
+                body_ops[k, t], body_feat[k, t], body_val[k, t] = code, feat, val
+            body_length[k] = len(tokens)
+        codes = np.asarray(codes, dtype=np.int64)
+        return OperatorTable(ops, codes, arity, complexity, codes[arity[codes] == 2], codes[arity[codes] == 1],
+                             body_ops, body_feat, body_val, body_length, by_code)
+
+
+def _postfix(expr: Expression, table: OperatorTable | None) -> list[tuple[int, int, float]]:
+    """(code, feature, value) tokens in postfix order. With ``table`` None, operators must
+    be built-ins (a custom operator's body)."""
+    out = []
+    stack = [(expr, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if node.op is None:
+            if node.feature is not None:
+                out.append((VAR, node.feature, 0.0))
+            else:
+                out.append((CONST, 0, node.value))
+            continue
+        if expanded:
+            if table is None:
+                builtin = BUILTIN_OPERATORS.get(node.op.name)
+                if builtin is None or node.op.fn is not builtin.fn:
+                    raise NotCompilable(f"operator {node.op.name!r} inside a custom operator's body")
+                out.append((BUILTIN_CODES[node.op.name], 0, 0.0))
+            else:
+                out.append((table.code_of(node.op), 0, 0.0))
+            continue
+        stack.append((node, True))
+        for child in reversed(node.children):
+            stack.append((child, False))
+    return out
+
+
+def _code_of(self: OperatorTable, op: Operator) -> int:
+    for code, known in self.by_code.items():
+        if known is op or known.name == op.name:
+            return code
+    raise NotCompilable(f"operator {op.name!r} is not among the search's operators")
+
+
+OperatorTable.code_of = _code_of
+
+
+class Programs:
+    """A block of ``n`` programs of at most ``L`` tokens (see the module docstring)."""
+
+    def __init__(self, ops: np.ndarray, feat: np.ndarray, val: np.ndarray, length: np.ndarray):
+        self.ops, self.feat, self.val, self.length = ops, feat, val, length
+
+    @staticmethod
+    def empty(n: int, L: int) -> "Programs":
+        return Programs(np.zeros((n, L), dtype=np.int64), np.zeros((n, L), dtype=np.int64),
+                        np.zeros((n, L), dtype=np.float64), np.zeros(n, dtype=np.int64))
+
+    @property
+    def capacity(self) -> int:
+        return self.ops.shape[1]
+
+    def set(self, m: int, expr: Expression, table: OperatorTable) -> bool:
+        """Write ``expr`` as program ``m``; False (nothing written) if it is longer than L."""
+        tokens = _postfix(expr, table)
+        if len(tokens) > self.capacity:
+            return False
+        for t, (code, feat, val) in enumerate(tokens):
+            self.ops[m, t], self.feat[m, t], self.val[m, t] = code, feat, val
+        self.length[m] = len(tokens)
+        return True
+
+    def get(self, m: int, table: OperatorTable) -> Expression:
+        """Program ``m`` as an `Expression` (on the search's operator objects)."""
+        return decode(self.ops[m], self.feat[m], self.val[m], int(self.length[m]), table)
+
+
+def decode(ops, feat, val, length: int, table: OperatorTable) -> Expression:
+    stack: list[Expression] = []
+    for t in range(length):
+        code = int(ops[t])
+        if code == VAR:
+            stack.append(Expression.var(int(feat[t])))
+        elif code == CONST:
+            stack.append(Expression.const(float(val[t])))
+        else:
+            op = table.by_code[code]
+            args = stack[len(stack) - op.arity:]
+            del stack[len(stack) - op.arity:]
+            stack.append(Expression(op, tuple(args)))
+    if len(stack) != 1:
+        raise ValueError(f"a malformed program: {len(stack)} values left on the stack")
+    return stack[0]
+
+
+def encode(exprs, table: OperatorTable, L: int) -> Programs:
+    """A block holding ``exprs`` (each must fit in ``L`` tokens)."""
+    block = Programs.empty(len(exprs), L)
+    for m, e in enumerate(exprs):
+        if not block.set(m, e, table):
+            raise ValueError(f"formula {e} has {e.size} nodes, more than the {L} a program holds")
+    return block
