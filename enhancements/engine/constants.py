@@ -129,6 +129,16 @@ def _d_binary(code, x, y, out, which):
 
 
 @njit(**_JIT)
+def _scaling(s_f, s_y, s_fy, s_ff, norm):
+    """a, b of a*f + b in closed form from the (weighted) sums, as `evaluate.losses_of`."""
+    mean_f, mean_y, fy, ff = s_f / norm, s_y / norm, s_fy / norm, s_ff / norm
+    var_f = ff - mean_f * mean_f
+    cov = fy - mean_f * mean_y
+    a = cov / var_f if var_f > 1e-13 * (ff + 1e-300) else 0.0
+    return a, mean_y - a * mean_f
+
+
+@njit(**_JIT)
 def _loss_grad(ops, feat, val, length, arity, X, y, w, w_sum, linear_scaling, size, V, flag, sv, A, sa, grad):
     """The loss of the program (with linear scaling: of a*f + b) and its gradient with
     respect to each token's value ``val[t]`` for the CONST tokens (``grad[t]``)."""
@@ -148,13 +158,7 @@ def _loss_grad(ops, feat, val, length, arity, X, y, w, w_sum, linear_scaling, si
         s_y += y[r] * wr
         s_fy += f * y[r] * wr
         s_ff += f * f * wr
-    a, b = 1.0, 0.0
-    if linear_scaling:
-        mean_f, mean_y, fy, ff = s_f / norm, s_y / norm, s_fy / norm, s_ff / norm
-        var_f = ff - mean_f * mean_f
-        cov = fy - mean_f * mean_y
-        a = cov / var_f if var_f > 1e-13 * (ff + 1e-300) else 0.0
-        b = mean_y - a * mean_f
+    a, b = _scaling(s_f, s_y, s_fy, s_ff, norm) if linear_scaling else (1.0, 0.0)
     loss = 0.0
     for r in range(n):
         f = sv[root] if flag[root] else V[root, r]
@@ -324,13 +328,7 @@ def _loss_only(ops, feat, val, length, arity, X, y, w, w_sum, linear_scaling, V,
         s_y += y[r] * wr
         s_fy += f * y[r] * wr
         s_ff += f * f * wr
-    a, b = 1.0, 0.0
-    if linear_scaling:
-        mean_f, mean_y, fy, ff = s_f / norm, s_y / norm, s_fy / norm, s_ff / norm
-        var_f = ff - mean_f * mean_f
-        cov = fy - mean_f * mean_y
-        a = cov / var_f if var_f > 1e-13 * (ff + 1e-300) else 0.0
-        b = mean_y - a * mean_f
+    a, b = _scaling(s_f, s_y, s_fy, s_ff, norm) if linear_scaling else (1.0, 0.0)
     loss = 0.0
     for r in range(n):
         f = sv[root] if flag[root] else V[root, r]

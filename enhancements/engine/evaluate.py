@@ -92,6 +92,8 @@ def binary_scalar(code, a, b):
     return np.nan
 
 
+# One loop per operator, the branch outside it: each loop compiles to a tight (and where
+# the arithmetic allows, vectorised) kernel over the rows; a branch per element would not.
 @njit(**_JIT)
 def _unary_rows(code, a, out, n):
     if code == NEG:
@@ -289,28 +291,21 @@ def run_program(ops, feat, val, length, X, stack, flag, sval, arity_of, body_ops
     return sp
 
 
-def workspace(L: int, n_rows: int, body_len: int):
-    """Scratch arrays for `run_program` (allocated once per evaluator)."""
-    return (np.empty((max(L, 1), n_rows)), np.zeros(max(L, 1), np.bool_), np.zeros(max(L, 1)),
-            np.empty((max(body_len, 1), n_rows)), np.zeros(max(body_len, 1), np.bool_), np.zeros(max(body_len, 1)),
-            np.empty((2, n_rows)), np.zeros(2, np.bool_), np.zeros(2))
+@njit(**_JIT)
+def workspace(L, n_rows, body_len):
+    """Scratch arrays for `run_program`: the stack (rows, scalar flags and values), the
+    custom-operator body's stack, and its two arguments."""
+    L, body_len = max(L, 1), max(body_len, 1)
+    return (np.empty((L, n_rows)), np.zeros(L, np.bool_), np.zeros(L), np.empty((body_len, n_rows)),
+            np.zeros(body_len, np.bool_), np.zeros(body_len), np.empty((2, n_rows)), np.zeros(2, np.bool_),
+            np.zeros(2))
 
 
 @njit(**_JIT)
 def evaluate_programs(ops, feat, val, length, X, out, arity_of, body_ops, body_feat, body_val, body_length):
     """Values of every program on every row, into ``out`` (programs x rows)."""
     n = X.shape[1]
-    L = ops.shape[1]
-    B = body_ops.shape[1]
-    stack = np.empty((max(L, 1), n))
-    flag = np.zeros(max(L, 1), np.bool_)
-    sval = np.zeros(max(L, 1))
-    bstack = np.empty((max(B, 1), n))
-    bflag = np.zeros(max(B, 1), np.bool_)
-    bsval = np.zeros(max(B, 1))
-    args = np.empty((2, n))
-    aflag = np.zeros(2, np.bool_)
-    aval = np.zeros(2)
+    stack, flag, sval, bstack, bflag, bsval, args, aflag, aval = workspace(ops.shape[1], n, body_ops.shape[1])
     for m in range(ops.shape[0]):
         run_program(ops[m], feat[m], val[m], length[m], X, stack, flag, sval, arity_of, body_ops, body_feat,
                     body_val, body_length, bstack, bflag, bsval, args, aflag, aval)
@@ -409,17 +404,7 @@ def score_programs(ops, feat, val, length, X, y, w, w_sum, linear_scaling, arity
     """Loss of every program (``loss[m]``; the four forms' in ``lv[m]``, their a and b in
     ``av[m]``, ``bv[m]``), evaluated and scored in one pass each."""
     n = X.shape[1]
-    L = ops.shape[1]
-    B = body_ops.shape[1]
-    stack = np.empty((max(L, 1), n))
-    flag = np.zeros(max(L, 1), np.bool_)
-    sval = np.zeros(max(L, 1))
-    bstack = np.empty((max(B, 1), n))
-    bflag = np.zeros(max(B, 1), np.bool_)
-    bsval = np.zeros(max(B, 1))
-    args = np.empty((2, n))
-    aflag = np.zeros(2, np.bool_)
-    aval = np.zeros(2)
+    stack, flag, sval, bstack, bflag, bsval, args, aflag, aval = workspace(ops.shape[1], n, body_ops.shape[1])
     for m in range(ops.shape[0]):
         run_program(ops[m], feat[m], val[m], length[m], X, stack, flag, sval, arity_of, body_ops, body_feat,
                     body_val, body_length, bstack, bflag, bsval, args, aflag, aval)

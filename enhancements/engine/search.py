@@ -23,7 +23,6 @@ fractional complexities, batching, float32, a GPU device, ...), or None.
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import torch
@@ -37,7 +36,7 @@ from enhancements.engine.programs import ADD, MUL, SUB, NotCompilable, OperatorT
 from enhancements.engine.rng import seed_states
 from enhancements.engine.step import Data, Settings, State, run_step
 from enhancements.engine.trees import make_rules
-from enhancements.hybrid_optimization.evolution import Search, _seed_sequence, _Stop
+from enhancements.hybrid_optimization.evolution import Search, _seed_sequence
 from enhancements.hybrid_optimization.hall_of_fame import HallOfFameEntry
 from enhancements.hybrid_optimization.population import PopMember, Population
 from enhancements.hybrid_optimization.scoring import Scores
@@ -250,44 +249,28 @@ class CompiledSearch(Search):
                     self._early_stop = "early_stop_condition"
                     break
 
-    def _run(self):
-        from enhancements.hybrid_optimization.evolution import SearchResult, _SYMPY_PER_ITERATION
+    # the hooks of `Search._run`
+    def _step(self, temperature: float) -> None:
+        self._compiled_step(temperature)
 
-        opts = self.opts
-        self._start = time.perf_counter()
-        reason = "niterations"
-        try:
-            self._initial_populations()
-            self.push()
-            for self.iteration in range(1, opts.niterations + 1):
-                self._cycle, ncycles = 0.0, opts.ncycles_per_iteration
-                while self._cycle < ncycles:
-                    temperature = max(0.0, 1.0 - self._cycle / max(1, ncycles - 1)) if opts.annealing else 1.0
-                    self._compiled_step(temperature)
-                    self._cycle += self._per_step / self._n_evol
-                    if self._on_step is not None:
-                        self._on_step(self)
-                    self._check_budget()
-                self.pull()
-                self._end_of_iteration()
-                self.push()
-                if self.callback is not None:
-                    self.callback(self, self.iteration)
-                if self.iteration < opts.niterations:
-                    self._check_budget()
-        except _Stop as stop:
-            reason = stop.reason
-            self.pull()
-            self.front.simplify(self._score_members, _SYMPY_PER_ITERATION, self._final_deadline())
-            self.front.polish(self._score_members)
-        elapsed = time.perf_counter() - self._start
+    def _steps_begin(self) -> None:
+        self.push()
+
+    def _steps_end(self) -> None:
+        self.pull()
+
+    def _end_of_iteration(self) -> None:
+        self.pull()
+        super()._end_of_iteration()
+        self.push()
+
+    def _evaluator_stats(self) -> dict:
         stats = self.scorer.stats()
         stats["engine"] = "compiled"
         stats["evaluations"] = self.n_evals
         stats["formulas_served_from_loss_memo"] = stats.get("formulas_served_from_loss_memo", 0) + int(
             self.arrays.counters[2])
-        return SearchResult(self.hof, self.populations, self.n_evals, self.iteration, elapsed, reason,
-                            self.scorer.baseline_loss, stats)
+        return stats
 
 
 def _decode(ops, feat, val, length, k, table) -> Expression:

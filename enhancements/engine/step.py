@@ -18,7 +18,7 @@ from collections import namedtuple
 import numpy as np
 from numba import njit
 
-from enhancements.engine.evaluate import losses_of, run_program
+from enhancements.engine.evaluate import losses_of, run_program, workspace
 from enhancements.engine.mutate import Scratch, crossover, mutate
 from enhancements.engine.programs import ADD, CONST, MUL
 from enhancements.engine.rng import below, geometric, uniform
@@ -431,17 +431,7 @@ def run_step(S, D, rules, params, st, temperature, curmax, W):
                     p_kids[q] = 1
             q += 1
     # 2. scoring, and the hall of fame
-    n_rows = D.X.shape[1]
-    B = D.body_ops.shape[1]
-    stack = np.empty((cap, n_rows))
-    flag = np.zeros(cap, np.bool_)
-    sval = np.zeros(cap)
-    bstack = np.empty((max(B, 1), n_rows))
-    bflag = np.zeros(max(B, 1), np.bool_)
-    bsval = np.zeros(max(B, 1))
-    args = np.empty((2, n_rows))
-    aflag = np.zeros(2, np.bool_)
-    aval = np.zeros(2)
+    stack, flag, sval, bstack, bflag, bsval, args, aflag, aval = workspace(cap, D.X.shape[1], D.body_ops.shape[1])
     lv = np.empty(4)
     av = np.empty(4)
     bv = np.empty(4)

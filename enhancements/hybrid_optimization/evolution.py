@@ -595,6 +595,7 @@ class Search:
         reason = "niterations"
         try:
             self._initial_populations()
+            self._steps_begin()
             for self.iteration in range(1, opts.niterations + 1):
                 self._cycle, ncycles = 0.0, opts.ncycles_per_iteration
                 while self._cycle < ncycles:
@@ -611,12 +612,25 @@ class Search:
                     self._check_budget()
         except _Stop as stop:
             reason = stop.reason
+            self._steps_end()
             # A last, short look for simpler equivalent forms of the front.
             self.front.simplify(self._score_members, _SYMPY_PER_ITERATION, self._final_deadline())
             self.front.polish(self._score_members)
         elapsed = time.perf_counter() - self._start
         return SearchResult(self.hof, self.populations, self.n_evals, self.iteration, elapsed, reason,
-                            self.scorer.baseline_loss, self.scorer.stats())
+                            self.scorer.baseline_loss, self._evaluator_stats())
+
+    # Hooks for an engine that runs the steps elsewhere (`enhancements.engine`): the
+    # populations and the hall of fame are handed over before the steps and read back
+    # after them; the torch engine has nothing to hand over.
+    def _steps_begin(self) -> None:
+        """Before the steps of an iteration (and after the iteration's Python work)."""
+
+    def _steps_end(self) -> None:
+        """After the steps: the populations and hall of fame are current here again."""
+
+    def _evaluator_stats(self) -> dict:
+        return self.scorer.stats()
 
     def state(self) -> SearchState:
         """What `resume` needs to continue this search (`search_state`)."""
