@@ -138,6 +138,10 @@ class Search:
     rows each step, and the hall of fame on all rows.
     """
 
+    # Soft-tree reseeding follows an iteration once this many evaluations have passed
+    # since the last one (see _RESEED_EVERY_EVALS); an engine that evaluates faster sets more.
+    reseed_every_evals = _RESEED_EVERY_EVALS
+
     def __init__(self, X: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None, options: Options,
                  callback=None, guesses=None, resume: SearchState | None = None):
         self.opts = options
@@ -507,7 +511,7 @@ class Search:
                 if math.isfinite(new.loss) and new.loss <= old.loss * (1 + 1e-12) + 1e-300:
                     new.birth = old.birth
                     self.populations[p].members[i] = new
-        if opts.soft_tree_reseed and self.n_evals - self._reseeded_at >= _RESEED_EVERY_EVALS:
+        if opts.soft_tree_reseed and self.n_evals - self._reseeded_at >= self.reseed_every_evals:
             self._reseeded_at = self.n_evals
             self._reseed()
         if self.batches is not None:
