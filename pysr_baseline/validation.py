@@ -23,8 +23,19 @@ def _to_tensor(name: str, value, dtype: torch.dtype, device) -> torch.Tensor:
     if scipy.sparse.issparse(value):  # np.asarray would make it a 0-d object array
         raise TypeError(f"sparse {name} is not supported (formulas are evaluated on dense data); "
                         f"pass a dense array, e.g. {name}.toarray()")
+    if hasattr(value, "dtypes") and hasattr(value, "columns"):  # a DataFrame: name the bad column
+        _check_columns(name, value)
     if hasattr(value, "to_numpy"):  # pandas DataFrame / Series
+        if getattr(value, "hasnans", False) and str(value.dtype) in _NULLABLE:
+            value = value.astype("float64")  # pd.NA as NaN, which the checks below name
         value = value.to_numpy()
+    if isinstance(value, np.ma.MaskedArray):
+        if np.ma.getmaskarray(value).any():
+            where = np.argwhere(np.ma.getmaskarray(value))[0]
+            raise ValueError(f"{name} is a masked array with {int(np.ma.count_masked(value))} masked value(s), "
+                             f"first at {_position(where)}; fill or drop them first (e.g. {name}.filled(...) "
+                             "or removing those rows)")
+        value = value.data
     try:
         array = np.asarray(value)
     except Exception as err:  # ragged lists and the like
@@ -40,6 +51,54 @@ def _to_tensor(name: str, value, dtype: torch.dtype, device) -> torch.Tensor:
     # A copy: pandas hands out read-only arrays (torch warns on those), and the caller's
     # array must not change if the tensor is later modified in place.
     return torch.tensor(array.astype(np.float64, copy=False), device=device).to(dtype)
+
+
+_NULLABLE = {"Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16", "UInt32", "UInt64", "Float32", "Float64",
+             "boolean"}
+
+
+def _position(where) -> str:
+    return f"row {int(where[0])}" + (f", column {int(where[1])}" if len(where) > 1 else "")
+
+
+def _check_columns(name: str, frame) -> None:
+    """A DataFrame's non-numeric or missing values, named by column and row."""
+    for position, (column, dtype) in enumerate(zip(frame.columns, frame.dtypes)):
+        label = f"{name} column {column!r}"
+        kind = getattr(dtype, "kind", "O")
+        text = str(dtype)
+        if text in _NULLABLE or kind in "iuf":
+            missing = np.asarray(frame.iloc[:, position].isna())
+            if missing.any():
+                raise ValueError(f"{label} has missing values (NaN/NA) in {int(missing.sum())} row(s), first at row "
+                                 f"{int(np.flatnonzero(missing)[0])}; drop or impute them first")
+            continue
+        if kind == "b" or text == "boolean":
+            raise TypeError(f"{label} is boolean; convert it to numbers first (e.g. .astype(float))")
+        if kind in "Mm" or text.startswith(("datetime", "timedelta", "period")):
+            raise TypeError(f"{label} holds dates or times ({text}); convert it to numbers first (e.g. seconds "
+                            "since a reference time)")
+        if text == "category":
+            raise TypeError(f"{label} is categorical; encode it as numbers first (e.g. one column per category)")
+        values = frame.iloc[:, position]
+        numeric = np.asarray([_is_number(v) for v in values])
+        if not numeric.all():
+            row = int(np.flatnonzero(~numeric)[0])
+            raise TypeError(f"{label} holds a value that is not a real number at row {row}: "
+                            f"{_short(values.iloc[row])}; X must be numeric")
+
+
+def _is_number(v) -> bool:
+    if isinstance(v, (bool, np.bool_)):
+        return False
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        return True
+    return False
+
+
+def _short(v) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def check_x(x, n_features: int | None = None, dtype: torch.dtype = torch.float64, device=None,
@@ -60,7 +119,11 @@ def check_x(x, n_features: int | None = None, dtype: torch.dtype = torch.float64
     bad = ~torch.isfinite(X)
     if bad.any():
         rows = torch.nonzero(bad.any(dim=1)).flatten()
-        raise ValueError(f"{name} contains NaN or inf in {len(rows)} row(s), first at row {int(rows[0])}")
+        first = int(rows[0])
+        column = int(torch.nonzero(bad[first]).flatten()[0])
+        label = repr(x.columns[column]) if hasattr(x, "columns") else str(column)
+        raise ValueError(f"{name} contains NaN or inf in {len(rows)} row(s), first at row {first} (column {label}, "
+                         f"value {float(X[first, column])}); drop or impute them first")
     return X
 
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -255,3 +256,26 @@ def test_a_checkpoint_that_is_not_json_or_too_deep_is_refused(tmp_path):
     with pytest.raises(ValueError):
         PySRRegressor.from_file(run_directory=run)
     assert not os.path.exists("HACKED")
+
+
+def test_a_full_disk_mid_run_warns_keeps_the_last_good_csv_and_the_results(tmp_path, monkeypatch):
+    import errno
+
+    written = []
+    real = rundir.write_atomic
+
+    def filling_up(path, text):
+        if len(written) >= 3:  # the disk fills after three files
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(path, text)
+        written.append((Path(path).name, text))
+
+    monkeypatch.setattr(rundir, "write_atomic", filling_up)
+    with pytest.warns(UserWarning, match="No space left on device.*last complete files there are left"):
+        model = PySRRegressor(**{**FAST, "niterations": 4}, output_directory=str(tmp_path), run_id="full").fit(X, Y)
+    run = tmp_path / "full"
+    last_csv = [text for name, text in written if name == "hall_of_fame.csv"][-1]
+    assert (run / "hall_of_fame.csv").read_text() == last_csv           # the last good file, whole
+    assert not list(run.glob(".*.tmp"))                                  # no half-written leftovers
+    assert len(rundir.read_hall_of_fame(run)) >= 1
+    assert model.stats_["iterations"] == 4 and np.isfinite(model.predict(X)).all()

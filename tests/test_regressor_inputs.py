@@ -106,9 +106,17 @@ def test_unknown_device_is_a_clear_error():
 
 
 def test_overflowing_y_error_explains_and_suggests_rescaling():
-    with pytest.raises(RuntimeError, match=r"(?s)no formula with a finite loss.*inf or NaN.*overflow.*"
-                                           r"max \|y\| = .*Rescale y"):
+    # Refused before the search runs: every loss would be inf.
+    with pytest.raises(ValueError, match=r"y reaches .*e\+20. in magnitude.*overflow float64.*rescale y"):
         PySRRegressor(**TINY).fit(X, Y * 1e200)
+    with pytest.raises(ValueError, match=r"overflow float32"):
+        PySRRegressor(**TINY, precision=32).fit(X, Y * 1e25)
+
+
+def test_a_target_too_small_for_squared_errors_is_refused():
+    with pytest.raises(ValueError, match=r"y varies by at most .*underflow float64.*rescale y"):
+        PySRRegressor(**TINY).fit(X, Y * 1e-300)
+    PySRRegressor(**TINY).fit(X, Y * 1e-100)  # small, but its squares are normal numbers
 
 
 def test_scikit_learn_estimator_checks_pass():

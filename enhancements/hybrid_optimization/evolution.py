@@ -539,7 +539,10 @@ class Search:
     def _simplify(self, expr: Expression) -> Expression:
         out = self._simplified.get(expr.key)
         if out is None:
-            if len(self._simplified) > 100_000:
+            # Members that survive an iteration are met again at the next: the cache holds
+            # about two iterations' members. Its entries are trees (~2-3 KB each), so a cap of
+            # 100,000 held ~300 MB in a long search; simplifying a tree anew costs ~20 us.
+            if len(self._simplified) > 2 * self.opts.populations * self.opts.population_size:
                 self._simplified.clear()
             out = self._simplified[expr.key] = simplify_tree(expr)
         return out if out.key != expr.key else expr

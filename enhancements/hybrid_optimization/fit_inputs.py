@@ -17,6 +17,9 @@ import torch
 from sklearn.exceptions import DataConversionWarning
 
 
+MAX_NAME_LENGTH = 256
+
+
 def read_variable_names(X, variable_names):
     """The user's names for the variables, or None (then x0, x1, ...)."""
     source = "variable_names"
@@ -39,6 +42,9 @@ def read_variable_names(X, variable_names):
                       f"Please {fix}.", UserWarning, stacklevel=3)
         names = [n.replace(" ", "_") for n in names]
     for n in names:
+        if len(n) > MAX_NAME_LENGTH:
+            raise ValueError(f"a variable name of {len(n):,} characters ({n[:20]!r}...): names may have at most "
+                             f"{MAX_NAME_LENGTH} (formulas are saved and read back as text)")
         if not n.isidentifier():
             if source == "X":
                 what = f"column {n!r} of X"
@@ -121,6 +127,25 @@ def _is_complex(value) -> bool:
         return np.asarray(value).dtype.kind == "c"
     except Exception:  # ragged lists and the like: check_xy names the problem
         return False
+
+
+def check_target_scale(Y: torch.Tensor, precision: int) -> None:
+    """Refuse a target whose squared errors overflow or underflow the search's floats:
+    every loss would be inf (or 0), and the search would rank nothing. (float16 is not
+    checked: its range is the user's choice, and overflows there are the search's to score.)"""
+    if precision == 16:
+        return
+    dtype = {16: torch.float16, 32: torch.float32, 64: torch.float64}[precision]
+    info = torch.finfo(dtype)
+    largest = float(Y.abs().max())
+    if largest * largest >= float(info.max) / 16:
+        raise ValueError(f"y reaches {largest:.3g} in magnitude: its squared errors overflow float{precision} "
+                         f"(largest {float(info.max):.3g}); rescale y (e.g. divide it by {largest:.0e}) and fit again")
+    spread = float((Y - Y.mean(0)).abs().max())
+    if 0 < spread and spread * spread <= float(info.tiny) * 1e6:
+        raise ValueError(f"y varies by at most {spread:.3g}: its squared errors underflow float{precision} "
+                         f"(smallest normal {float(info.tiny):.3g}), so every formula would score the same; rescale "
+                         f"y (e.g. divide it by {spread:.0e}) and fit again")
 
 
 def no_finite_loss_message(y: torch.Tensor, precision: int) -> str:

@@ -167,6 +167,9 @@ def make_loss(spec=None) -> Loss:
     if len(params) not in (2, 3) or not all(p.isidentifier() for p in params) or len(set(params)) != len(params):
         raise ValueError(f"elementwise_loss {spec!r}: expected two or three parameter names, f(x, y) or f(x, y, w)")
     body = parse_expression(d.group("body"), variable_names=params)
+    if not any(n.op is None and n.feature == 0 for n in body.nodes()):
+        raise ValueError(f"elementwise_loss {spec!r}: the loss does not use the prediction ({params[0]}), so "
+                         "every formula would score the same")
     return Loss(lambda *cols: body.evaluate_columns(cols), spec.strip(), uses_weights=len(params) == 3)
 
 

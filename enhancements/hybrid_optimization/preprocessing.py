@@ -23,6 +23,9 @@ def run_feature_selection(X, y, select_k_features: int, random_state=None) -> np
 
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
+    if isinstance(select_k_features, (bool, np.bool_)) or not isinstance(select_k_features, (int, np.integer)):
+        raise TypeError(f"select_k_features must be an int (the number of features to keep) or None, got "
+                        f"{select_k_features!r}")
     k = int(select_k_features)
     if not 1 <= k <= X.shape[1]:
         raise ValueError(f"select_k_features must be between 1 and the number of features ({X.shape[1]}), got "

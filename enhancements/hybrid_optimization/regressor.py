@@ -51,7 +51,7 @@ from pysr_baseline.validation import check_x, check_y
 from enhancements.hybrid_optimization import run_directory as rundir
 from enhancements.hybrid_optimization.evolution import Search
 from enhancements.hybrid_optimization.exports import ExpressionModule, LATEX_PREAMBLE, latex_table, sympy2jax
-from enhancements.hybrid_optimization.fit_inputs import (check_input, merge_weights, no_finite_loss_message,
+from enhancements.hybrid_optimization.fit_inputs import (check_input, check_target_scale, merge_weights, no_finite_loss_message,
                                                          read_variable_names)
 from enhancements.hybrid_optimization.guesses import parse_guesses
 from enhancements.hybrid_optimization.monitoring import ProgressBar, QuitOnQ, progress_wanted
@@ -228,6 +228,7 @@ class PySRRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         Xt = check_x(X, dtype=torch.float64, device=options.device)
         n_features_in = Xt.shape[1]
         Y = _check_targets(y, Xt.shape[0], options.device)
+        check_target_scale(Y, options.precision)
         W = _check_weights(weights, Y)
         if names is not None and len(names) != Xt.shape[1]:
             raise ValueError(f"{len(names)} variable name(s) for {Xt.shape[1]} feature column(s)")
@@ -390,7 +391,12 @@ class PySRRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
 
     def _write_hall_of_fame(self, j: int, entries, names) -> None:
         rows = [(c, loss, e.to_string(names)) for e, loss, c in entries]
-        rundir.write_hall_of_fame(self.run_directory_, rows, None if self.nout_ == 1 else j + 1)
+        try:
+            rundir.write_hall_of_fame(self.run_directory_, rows, None if self.nout_ == 1 else j + 1)
+        except OSError as err:
+            # A full disk must not cost the search: the files are written whole or not at
+            # all (the last good one stays), and the results live on in this model.
+            _warn_unwritable(self.run_directory_, err)
 
     def _write_hall_of_fame_files(self) -> None:
         for j, exprs in enumerate(self._expression_lists()):
@@ -431,7 +437,7 @@ class PySRRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         try:
             rundir.save_checkpoint(self.run_directory_, content)
         except OSError as err:
-            warnings.warn(f"could not write {self.run_directory_ / rundir.CHECKPOINT}: {err}", UserWarning)
+            _warn_unwritable(self.run_directory_, err)
 
     # --- using the result ---------------------------------------------------------------------
     def _check_fitted(self):
@@ -776,6 +782,12 @@ def _one_weight(w, n_rows: int, device) -> torch.Tensor:
     if W.sum() <= 0:
         raise ValueError("weights must not all be zero")
     return W
+
+
+def _warn_unwritable(run_directory: Path, err: OSError) -> None:
+    warnings.warn(f"could not write the run's files in {run_directory}: {err}. The last complete files there are "
+                  "left as they were; the search goes on and its results stay in this model (free some space, or "
+                  "save them elsewhere, e.g. model.equations_.to_csv(...)).", UserWarning, stacklevel=3)
 
 
 def _check_names_are_not_operators(names, options) -> None:

@@ -25,9 +25,11 @@ import torch
 
 from pysr_baseline.expression import Expression
 
+from enhancements.hybrid_optimization.losses import Loss
 from enhancements.hybrid_optimization.options import Options
 
 from enhancements.dp_memoization.incremental_evaluator import IncrementalEvaluator
+from enhancements.dp_memoization.row_blocks import BLOCK_ROWS, RowBlockEvaluator
 
 # |f| beyond this is treated as overflow: a*f+b could otherwise hide an inf in round-off.
 _HUGE = 1e100
@@ -60,9 +62,13 @@ def search_dtype(options: Options) -> torch.dtype:
     return {16: torch.float16, 32: torch.float32, 64: torch.float64}[options.precision]
 
 
-def make_evaluator(X: torch.Tensor, options: Options) -> IncrementalEvaluator:
+def make_evaluator(X: torch.Tensor, options: Options) -> IncrementalEvaluator | RowBlockEvaluator:
     """The memoizing evaluator every loss of a search goes through (``memoize=False``: the
-    same batched evaluator without its sub-expression cache, the ablation baseline)."""
+    same batched evaluator without its sub-expression cache, the ablation baseline). Data
+    of more than `BLOCK_ROWS` rows is evaluated by blocks of rows instead, in bounded
+    memory (see `row_blocks`)."""
+    if X.shape[0] > BLOCK_ROWS:
+        return RowBlockEvaluator(X, device=options.device, dtype=search_dtype(options))
     return IncrementalEvaluator(X, memoize=options.memoize, device=options.device, dtype=search_dtype(options))
 
 
@@ -72,10 +78,15 @@ def closed_form_scaling(f: torch.Tensor, y: torch.Tensor, w: torch.Tensor):
     ``w`` are normalised weights (sum 1). Returns (a_only, b_only, a, b) for a*f, f+b and
     a*f+b. A constant f gets a = 0 (and b the mean of y) rather than a division by zero.
     """
-    mean_f = (f * w).sum(-1)
-    mean_y = (y * w).sum()
-    fy = (f * y * w).sum(-1)
-    ff = (f * f * w).sum(-1)
+    return _scaling_from_sums(*_scaling_sums(f, y, w), (y * w).sum())
+
+
+def _scaling_sums(f, y, w):
+    """The weighted sums the coefficients need (they add up over blocks of rows)."""
+    return (f * w).sum(-1), (f * y * w).sum(-1), (f * f * w).sum(-1)
+
+
+def _scaling_from_sums(mean_f, fy, ff, mean_y):
     var_f = ff - mean_f * mean_f
     cov = fy - mean_f * mean_y
     tiny = 1e-13 * (ff + 1e-300)
@@ -186,10 +197,15 @@ class Scorer:
             if scores is not None:
                 return scores
         step = max(1, _VALUES_PER_CALL // max(1, self.y.shape[0]))
+        by_blocks = isinstance(self.evaluator, RowBlockEvaluator) and isinstance(self.loss_fn, Loss)
         parts = []
         with torch.no_grad():
             for i in range(0, len(exprs), step):
-                parts.append(self.score_predictions(self.evaluator.evaluate(exprs[i:i + step])))
+                chunk = exprs[i:i + step]
+                if by_blocks:
+                    parts.append(self._score_blocks(self.evaluator.evaluate_blocks(chunk)))
+                else:
+                    parts.append(self.score_predictions(self.evaluator.evaluate(chunk)))
                 if self.on_chunk is not None and i + step < len(exprs):
                     self.on_chunk()
         if len(parts) == 1:
@@ -198,10 +214,25 @@ class Scorer:
                         for name in ("loss", "variant_loss", "a", "b")))
 
     def score_predictions(self, f: torch.Tensor) -> Scores:
-        y, w = self.y, self.w
-        ok = torch.isfinite(f).all(-1) & (f.abs() < _HUGE).all(-1)
-        f = torch.where(ok[:, None], f, torch.zeros_like(f))
-        raw = self.loss_fn(f, y, w)
+        """Scores of predictions ``f`` (B, n) on all rows."""
+        return self._score_blocks([f])
+
+    def _score_blocks(self, blocks: list[torch.Tensor]) -> Scores:
+        """Scores of predictions given as consecutive blocks of rows, (B, n_b) each (one
+        block: all rows). Large data comes in blocks so that no temporary here holds more
+        than a block's rows: (B, n) temporaries, made and freed call after call,
+        fragmented the heap until a 1,000,000-row search held gigabytes."""
+        one = len(blocks) == 1
+        spans, start = [], 0
+        for f in blocks:
+            spans.append(slice(start, start + f.shape[1]))
+            start += f.shape[1]
+        ok = None
+        for f in blocks:
+            good = torch.isfinite(f).all(-1) & (f.abs() < _HUGE).all(-1)
+            ok = good if ok is None else ok & good
+        blocks = [torch.where(ok[:, None], f, torch.zeros_like(f)) for f in blocks]
+        raw = self._loss_of(blocks, spans, lambda f: f)
         inf = torch.full_like(raw, math.inf)
         ones, zeros = torch.ones_like(raw), torch.zeros_like(raw)
         if not self.linear_scaling:
@@ -210,16 +241,41 @@ class Scorer:
             av = torch.stack([ones, ones, ones, ones], -1)
             bv = torch.zeros_like(av)
         else:
-            a1, b2, a3, b3 = closed_form_scaling(f, y, self.w_norm)
+            if one:
+                a1, b2, a3, b3 = closed_form_scaling(blocks[0], self.y, self.w_norm)
+            else:
+                sums = [sum(part) for part in zip(*(_scaling_sums(f, self.y[r], self.w_norm[r])
+                                                    for f, r in zip(blocks, spans)))]
+                a1, b2, a3, b3 = _scaling_from_sums(*sums, (self.y * self.w_norm).sum())
             # Form by form: a (3B, n) stack would copy every value once more.
-            lv = torch.stack([raw, self.loss_fn(a1[:, None] * f, y, w), self.loss_fn(f + b2[:, None], y, w),
-                              self.loss_fn(a3[:, None] * f + b3[:, None], y, w)], -1)
+            lv = torch.stack([raw, self._loss_of(blocks, spans, lambda f: a1[:, None] * f),
+                              self._loss_of(blocks, spans, lambda f: f + b2[:, None]),
+                              self._loss_of(blocks, spans, lambda f: a3[:, None] * f + b3[:, None])], -1)
             lv = torch.where(ok[:, None] & torch.isfinite(lv), lv, torch.full_like(lv, math.inf))
             # The search's loss is the best of the forms (a*f+b is best for L2; not always otherwise).
             loss = lv.min(-1).values
             av = torch.stack([ones, a1, ones, a3], -1)
             bv = torch.stack([zeros, zeros, b2, b3], -1)
         return Scores(loss.cpu().numpy(), lv.cpu().numpy(), av.cpu().numpy(), bv.cpu().numpy())
+
+    def _loss_of(self, blocks, spans, form) -> torch.Tensor:
+        """The loss of ``form(f)`` over all rows, from its blocks: one block is the loss
+        itself; several add up their rows' shares of the (weighted) mean, which a `Loss`
+        (elementwise) allows."""
+        if len(blocks) == 1:
+            return self.loss_fn(form(blocks[0]), self.y, self.w)
+        loss, n, y, w = self.loss_fn, self.y.shape[0], self.y, self.w
+        total = 0
+        for f, r in zip(blocks, spans):
+            pred = form(f)
+            if loss.uses_weights:
+                weights = (w[r] if w is not None else torch.ones_like(y[r])).expand_as(pred)
+                total = total + loss.elementwise(pred, y[r].expand_as(pred), weights).sum(-1) / n
+            elif w is None:
+                total = total + loss.elementwise(pred, y[r].expand_as(pred)).sum(-1) / n
+            else:
+                total = total + (loss.elementwise(pred, y[r].expand_as(pred)) * w[r]).sum(-1) / w.sum()
+        return torch.where(torch.isfinite(total), total, torch.full_like(total, math.inf))
 
     # --- differentiable objective for constant optimisation ------------------------------------
     def objective(self, f: torch.Tensor) -> torch.Tensor:
