@@ -81,19 +81,28 @@ def _check_columns(name: str, frame) -> None:
         if text == "category":
             raise TypeError(f"{label} is categorical; encode it as numbers first (e.g. one column per category)")
         values = frame.iloc[:, position]
-        numeric = np.asarray([_is_number(v) for v in values])
-        if not numeric.all():
-            row = int(np.flatnonzero(~numeric)[0])
-            raise TypeError(f"{label} holds a value that is not a real number at row {row}: "
-                            f"{_short(values.iloc[row])}; X must be numeric")
+        try:
+            values.to_numpy().astype(np.float64)  # numbers, numeric strings: what the conversion reads
+            continue
+        except (TypeError, ValueError):
+            pass
+        for row, v in enumerate(values):
+            if v is None or type(v).__name__ == "NAType":
+                raise ValueError(f"{label} has a missing value ({v!r}) at row {row}; drop or impute it first")
+            if not _is_number(v):
+                raise TypeError(f"{label} holds a value that is not a real number at row {row}: {_short(v)}; "
+                                f"{name} must be numeric")
 
 
 def _is_number(v) -> bool:
+    """Whether the conversion to float64 reads ``v`` (booleans are not numbers here)."""
     if isinstance(v, (bool, np.bool_)):
         return False
-    if isinstance(v, (int, float, np.integer, np.floating)):
-        return True
-    return False
+    try:
+        float(v)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _short(v) -> str:

@@ -59,3 +59,14 @@ def test_large_data_gets_the_blocked_evaluator():
     opts = Options(progress=False)
     assert isinstance(make_evaluator(torch.ones(BLOCK_ROWS + 1, 1, dtype=torch.float64), opts), RowBlockEvaluator)
     assert isinstance(make_evaluator(torch.ones(BLOCK_ROWS, 1, dtype=torch.float64), opts), IncrementalEvaluator)
+
+
+def test_a_whole_formula_loss_is_scored_on_all_rows_at_once():
+    seen = []
+
+    def worst_error(pred, target, weights):
+        seen.append(pred.shape[0])
+        return (pred - target).abs().max()
+    opts = Options(loss_function=worst_error, progress=False)
+    scores = Scorer(X, Y, None, opts, evaluator=RowBlockEvaluator(X, block_rows=6))._score_in_chunks(_exprs()[:2])
+    assert set(seen) == {X.shape[0]} and np.isfinite(scores.loss[0])

@@ -25,7 +25,7 @@ import torch
 
 from pysr_baseline.expression import Expression
 
-from enhancements.hybrid_optimization.losses import Loss
+from enhancements.hybrid_optimization.losses import FormulaLoss, Loss
 from enhancements.hybrid_optimization.options import Options
 
 from enhancements.dp_memoization.incremental_evaluator import IncrementalEvaluator
@@ -197,7 +197,9 @@ class Scorer:
             if scores is not None:
                 return scores
         step = max(1, _VALUES_PER_CALL // max(1, self.y.shape[0]))
-        by_blocks = isinstance(self.evaluator, RowBlockEvaluator) and isinstance(self.loss_fn, Loss)
+        # Blocks need a loss that is a mean over rows (not a whole-formula loss_function).
+        by_blocks = isinstance(self.evaluator, RowBlockEvaluator) and isinstance(self.loss_fn, Loss) \
+            and not isinstance(self.loss_fn, FormulaLoss)
         parts = []
         with torch.no_grad():
             for i in range(0, len(exprs), step):
