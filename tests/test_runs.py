@@ -18,6 +18,16 @@ from enhancements.hybrid_optimization.options import Options
 from enhancements.hybrid_optimization.monitoring import ProgressBar
 from enhancements.hybrid_optimization.regressor import LARGE_DATA_ROWS, _warn_if_large
 
+
+@pytest.fixture(autouse=True)
+def _python_sigint_handler():
+    """Python's own Ctrl-C handler for each test: a process started in the background by
+    a shell inherits SIGINT ignored, and these tests are about what the handler does."""
+    before = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
 SMALL = dict(populations=4, population_size=20, ncycles_per_iteration=60, niterations=3, verbosity=0,
              progress=False, random_state=0, soft_tree_seed_fraction=0.0)
 rng = np.random.default_rng(1)

@@ -135,7 +135,7 @@ def check_target_scale(Y: torch.Tensor, precision: int) -> None:
     checked: its range is the user's choice, and overflows there are the search's to score.)"""
     if precision == 16:
         return
-    dtype = {16: torch.float16, 32: torch.float32, 64: torch.float64}[precision]
+    dtype = {32: torch.float32, 64: torch.float64}[precision]
     info = torch.finfo(dtype)
     largest = float(Y.abs().max())
     if largest * largest >= float(info.max) / 16:

@@ -51,8 +51,8 @@ from pysr_baseline.validation import check_x, check_y
 from enhancements.hybrid_optimization import run_directory as rundir
 from enhancements.hybrid_optimization.evolution import Search
 from enhancements.hybrid_optimization.exports import ExpressionModule, LATEX_PREAMBLE, latex_table, sympy2jax
-from enhancements.hybrid_optimization.fit_inputs import (check_input, check_target_scale, merge_weights, no_finite_loss_message,
-                                                         read_variable_names)
+from enhancements.hybrid_optimization.fit_inputs import (check_input, check_target_scale, merge_weights,
+                                                         no_finite_loss_message, read_variable_names)
 from enhancements.hybrid_optimization.guesses import parse_guesses
 from enhancements.hybrid_optimization.monitoring import ProgressBar, QuitOnQ, progress_wanted
 from enhancements.hybrid_optimization.options import Options, check_device, option_names
