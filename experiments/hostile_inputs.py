@@ -93,8 +93,9 @@ def _fit(**params):
         from enhancements import PySRRegressor
 
         X, y = _data()
-        fit_args = {k: params.pop(k) for k in ("variable_names",) if k in params}
-        PySRRegressor(**_SEARCH, **params, temp_equation_file=True).fit(X, y, **fit_args)
+        fit_args = {k: v for k, v in params.items() if k == "variable_names"}
+        model_args = {k: v for k, v in params.items() if k != "variable_names"}
+        PySRRegressor(**_SEARCH, **model_args, temp_equation_file=True).fit(X, y, **fit_args)
     return run
 
 
