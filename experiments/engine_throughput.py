@@ -30,7 +30,7 @@ import torch
 from enhancements import PySRRegressor
 from experiments.feynman_data import get_equation, make_dataset
 from experiments.feynman_methods import SearchMethod
-from experiments.outputs import OUT_HELP, Report, output_dir
+from experiments.outputs import OUT_HELP, Report, chosen_names, output_dir
 from experiments.scoring import is_symbolic_solution
 
 EQUATIONS = ("I.10.7", "I.13.12", "II.6.15a")
@@ -103,10 +103,7 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.equations.split(",") if n.strip()]
-    problems = [p.strip() for p in args.problems.split(",") if p.strip()]
-    unknown = [p for p in problems if p not in PROBLEMS]
-    if unknown:
-        parser.error(f"unknown problems {unknown}; choose from {sorted(PROBLEMS)}")
+    problems = chosen_names(parser, args.problems, PROBLEMS)
     if args.quick:
         names, args.max_evals, args.runs = names[:1], 10_000, 1
         problems, args.seeds, args.quality_evals = problems[:1], 2, 5_000

@@ -41,3 +41,17 @@ class Report:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("\n".join(self.lines).rstrip("\n") + "\n", encoding="utf-8")
         return path
+
+
+def chosen_names(parser, text: str, known, what: str = "problems") -> list[str]:
+    """The comma separated names of ``text``; an unknown one is the parser's error.
+
+    >>> import argparse
+    >>> chosen_names(argparse.ArgumentParser(), "a, b", {"a": 1, "b": 2})
+    ['a', 'b']
+    """
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        parser.error(f"unknown {what} {unknown}; choose from {sorted(known)}")
+    return names

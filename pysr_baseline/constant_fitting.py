@@ -7,7 +7,8 @@ residual that remains: the search looks for shape, not scale.
 
     >>> X = torch.rand(100, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) + 1
     >>> y = 0.5 * X[:, 0] * X[:, 1] ** 2
-    >>> fitted = fit_formula(Expression.parse("x0 * square(x1)"), X, y)
+    >>> from pysr_baseline.parsing import parse_expression
+    >>> fitted = fit_formula(parse_expression("x0 * square(x1)"), X, y)
     >>> str(fitted.expression), fitted.nmse < 1e-20
     ('0.5 * (x0 * square(x1))', True)
 """

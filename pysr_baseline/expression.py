@@ -6,8 +6,8 @@ between formulas, and each node carries a stable structural ``key`` (a string, s
 hash is computed once) that the memoization layer uses to recognise shared sub-trees.
 
     >>> import torch
-    >>> from pysr_baseline.expression import Expression
-    >>> e = Expression.parse("0.5 * x0 * square(x1)")
+    >>> from pysr_baseline.parsing import parse_expression
+    >>> e = parse_expression("0.5 * x0 * square(x1)")
     >>> e.evaluate(torch.tensor([[2.0, 3.0]], dtype=torch.float64))
     tensor([9.], dtype=torch.float64)
     >>> e.complexity(), e.depth
@@ -20,7 +20,7 @@ from typing import Iterator, Mapping, Sequence
 import sympy
 import torch
 
-from pysr_baseline.operators import Operator, resolve_operator
+from pysr_baseline.operators import Operator, lookup_operator
 
 
 class Expression:
@@ -28,7 +28,8 @@ class Expression:
 
     Build with the constructors ``Expression.var(i)``, ``Expression.const(v)`` and
     ``Expression.apply(op, *children)`` (``op`` a name like ``"+"`` or an Operator), or
-    parse a string with ``Expression.parse``.
+    parse a string with `pysr_baseline.parsing.parse_expression`
+    (and convert from sympy with `pysr_baseline.sympy_conversion.expression_from_sympy`).
     """
 
     __slots__ = ("op", "children", "feature", "value", "key", "_hash", "size", "depth", "_shape_key")
@@ -70,14 +71,7 @@ class Expression:
 
     @staticmethod
     def apply(op, *children: "Expression") -> "Expression":
-        return Expression(op=resolve_operator(op), children=children)
-
-    @staticmethod
-    def parse(text: str, variable_names: Sequence[str] | None = None, operators=None) -> "Expression":
-        """Parse a formula string with the whitelist parser (see `pysr_baseline.parsing`)."""
-        from pysr_baseline.parsing import parse_expression
-
-        return parse_expression(text, variable_names, operators)
+        return Expression(op=lookup_operator(op), children=children)
 
     # --- kinds ----------------------------------------------------------------------------
     @property
@@ -159,7 +153,7 @@ class Expression:
         weights = {}
         for name, w in (complexity_of_operators or {}).items():
             try:  # aliases ("/") and Operators map to the canonical name
-                key = resolve_operator(name).name
+                key = lookup_operator(name).name
             except (ValueError, TypeError):  # a custom operator's own name
                 key = name
             weights[key] = w
@@ -244,7 +238,7 @@ class Expression:
         return rec(self)
 
     def to_string(self, variable_names: Sequence[str] | None = None, precision: int | None = None) -> str:
-        """Infix text that `Expression.parse` reads back; ``precision`` rounds constants to
+        """Infix text that `parsing.parse_expression` reads back; ``precision`` rounds constants to
         that many significant digits (default: exact)."""
         names = _names_for(self, variable_names)
         return _format(self, names, precision)[0]
@@ -257,16 +251,6 @@ class Expression:
 
     def to_latex(self, variable_names: Sequence[str] | None = None) -> str:
         return sympy.latex(self.to_sympy(variable_names))
-
-    @staticmethod
-    def from_sympy(expr, variable_names: Sequence[str] | None = None) -> "Expression":
-        """Convert a sympy expression built from + - * / powers and the built-in functions.
-
-        Symbols are matched to columns by ``variable_names`` (default ``x0, x1, ...``).
-        """
-        from pysr_baseline.sympy_conversion import expression_from_sympy
-
-        return expression_from_sympy(expr, variable_names)
 
 
 # Binding strength of the infix operators, for printing with as few parentheses as needed.

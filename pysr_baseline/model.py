@@ -27,8 +27,8 @@ import torch
 from torch import nn
 
 from pysr_baseline.expression import Expression
-from pysr_baseline.operators import (DEFAULT_BINARY_OPERATORS, DEFAULT_UNARY_OPERATORS, Operator,
-                                     resolve_operators)
+from pysr_baseline.operators import DEFAULT_BINARY_OPERATORS, DEFAULT_UNARY_OPERATORS, Operator
+from pysr_baseline.parsing import resolve_operators
 
 # Candidate outputs are clamped to +-OUTPUT_CLAMP during soft training: one exploding
 # candidate (exp of a large sum, a tiny denominator) must not swamp the mixture.

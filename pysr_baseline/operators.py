@@ -11,12 +11,13 @@ a printable form.
     ('mul', 1)
 
 Custom operators come from a callable plus its sympy mapping (`custom_operator`) or from
-PySR's string form, ``"inv(x) = 1/x"`` (`resolve_operator`), parsed with a whitelist.
+PySR's string form, ``"inv(x) = 1/x"`` (`pysr_baseline.parsing.resolve_operator`, whose
+whitelist parser builds on this module and on `expression`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable
 
 import sympy
 import torch
@@ -155,37 +156,18 @@ def custom_operator(name: str, fn: Callable, sympy_fn: Callable, arity: int = 1,
     return Operator(name, arity, fn, sympy_fn, complexity, None, soft_fn)
 
 
-def resolve_operator(spec, arity: int | None = None) -> Operator:
-    """Turn what a user wrote into an Operator.
+def lookup_operator(spec) -> Operator:
+    """An Operator given as itself or by a built-in name or alias (``"+"``, ``"cos"``).
+    PySR's definition strings (``"inv(x) = 1/x"``) need the parser:
+    `pysr_baseline.parsing.resolve_operator` takes those too.
 
-    ``spec`` may be an Operator, a built-in name or alias (``"+"``, ``"cos"``), or PySR's
-    definition string ``"inv(x) = 1/x"`` / ``"special(x, y) = x^2 + y"``. When ``arity``
-    is given, an operator of another arity raises ValueError (a unary operator listed
-    among the binary ones, say).
+    >>> lookup_operator("/").name
+    'div'
     """
     if isinstance(spec, Operator):
-        op = spec
-    elif isinstance(spec, str) and "=" in spec:
-        from pysr_baseline.parsing import parse_operator_definition  # parsing builds on operators
-
-        op = parse_operator_definition(spec)
-    elif isinstance(spec, str):
-        op = get_operator(spec)
-    else:
-        raise TypeError(f"operator must be a name, a definition string or an Operator, got {spec!r}")
-    if arity is not None and op.arity != arity:
-        kind = {1: "unary", 2: "binary"}[arity]
-        raise ValueError(f"operator {op.name!r} has arity {op.arity}, but was given as a {kind} operator")
-    return op
-
-
-def resolve_operators(specs: Iterable, arity: int) -> tuple[Operator, ...]:
-    """Resolve a list of operator specs of one arity; duplicate names raise ValueError."""
-    if isinstance(specs, (str, Operator)):
-        specs = [specs]
-    ops = tuple(resolve_operator(s, arity) for s in specs)
-    names = [op.name for op in ops]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ValueError(f"operator(s) listed twice: {', '.join(duplicates)}")
-    return ops
+        return spec
+    if isinstance(spec, str) and "=" in spec:
+        raise ValueError(f"{spec!r} is an operator definition: use pysr_baseline.parsing.resolve_operator")
+    if isinstance(spec, str):
+        return get_operator(spec)
+    raise TypeError(f"operator must be a name, a definition string or an Operator, got {spec!r}")

@@ -29,7 +29,7 @@ import sympy
 import torch
 
 from pysr_baseline.expression import Expression
-from pysr_baseline.operators import (ALIASES, BUILTIN_OPERATORS, Operator, get_operator, resolve_operator)
+from pysr_baseline.operators import ALIASES, BUILTIN_OPERATORS, Operator, get_operator, lookup_operator
 
 _TOKEN = re.compile(r"\s*(?:(?P<number>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)|(?P<name>[A-Za-z_][A-Za-z_0-9]*)"
                     r"|(?P<op>\*\*|[-+*/^(),=]))")
@@ -260,3 +260,34 @@ def parse_operator_definition(text: str, complexity: int = 1) -> Operator:
         return body.to_sympy(params).subs(dict(zip(sympy.symbols(params), args)), simultaneous=True)
 
     return Operator(name, len(params), fn, sympy_fn, complexity, None, soft_fn, body=body)
+
+
+# --- operators as users write them ------------------------------------------------------
+def resolve_operator(spec, arity: int | None = None) -> Operator:
+    """Turn what a user wrote into an Operator.
+
+    ``spec`` may be an Operator, a built-in name or alias (``"+"``, ``"cos"``), or PySR's
+    definition string ``"inv(x) = 1/x"`` / ``"special(x, y) = x^2 + y"``. When ``arity``
+    is given, an operator of another arity raises ValueError (a unary operator listed
+    among the binary ones, say).
+    """
+    if isinstance(spec, str) and "=" in spec:
+        op = parse_operator_definition(spec)
+    else:
+        op = lookup_operator(spec)
+    if arity is not None and op.arity != arity:
+        kind = {1: "unary", 2: "binary"}[arity]
+        raise ValueError(f"operator {op.name!r} has arity {op.arity}, but was given as a {kind} operator")
+    return op
+
+
+def resolve_operators(specs: Iterable, arity: int) -> tuple[Operator, ...]:
+    """Resolve a list of operator specs of one arity; duplicate names raise ValueError."""
+    if isinstance(specs, (str, Operator)):
+        specs = [specs]
+    ops = tuple(resolve_operator(s, arity) for s in specs)
+    names = [op.name for op in ops]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"operator(s) listed twice: {', '.join(duplicates)}")
+    return ops

@@ -21,8 +21,8 @@ from typing import Sequence
 import numpy as np
 
 from pysr_baseline.expression import Expression
-from pysr_baseline.operators import (DEFAULT_BINARY_OPERATORS, DEFAULT_UNARY_OPERATORS, Operator,
-                                     resolve_operators)
+from pysr_baseline.operators import DEFAULT_BINARY_OPERATORS, DEFAULT_UNARY_OPERATORS, Operator
+from pysr_baseline.parsing import resolve_operators
 
 MUTATIONS = ("constant", "operator", "variable", "subtree", "insert", "delete")
 # Relative frequencies, in the order of MUTATIONS. Chosen so that repeated mutation keeps
@@ -153,7 +153,8 @@ def random_mutation(expr: Expression, rng: np.random.Generator, n_features: int,
     redrawn; in the rare case none applies a fresh leaf is returned.
 
         >>> rng = np.random.default_rng(0)
-        >>> random_mutation(Expression.parse("x0 + 1.5"), rng, n_features=1).size <= 20
+        >>> from pysr_baseline.parsing import parse_expression
+        >>> random_mutation(parse_expression("x0 + 1.5"), rng, n_features=1).size <= 20
         True
     """
     binary, unary = _ops(binary_operators, unary_operators)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from enhancements.dp_memoization import IncrementalEvaluator, SubexpressionCache, data_fingerprint
-from pysr_baseline.expression import Expression
+from pysr_baseline.parsing import parse_expression
 
 ROW = 4  # rows per test value: 4 float64 = 32 bytes
 
@@ -128,7 +128,7 @@ def test_cached_values_equal_fresh_evaluation():
     X = torch.linspace(-2, 3, 40, dtype=torch.float64).reshape(20, 2)
     cache = SubexpressionCache()
     ev = IncrementalEvaluator(X, cache=cache)
-    f = Expression.parse("exp(x0 * 1.5) - cos(x1) / x0")
+    f = parse_expression("exp(x0 * 1.5) - cos(x1) / x0")
     ev.evaluate([f])
     for node in f.nodes():
         if node.op is None:
@@ -143,7 +143,7 @@ def test_a_cache_keyed_on_one_data_set_never_answers_for_another():
     X2 = X1.clone()
     X2[0, 0] += 1.0  # one value differs
     cache = SubexpressionCache()
-    exprs = [Expression.parse(s) for s in ("x0 * sin(x1)", "square(x0 + x1) - 2.0", "x1")]
+    exprs = [parse_expression(s) for s in ("x0 * sin(x1)", "square(x0 + x1) - 2.0", "x1")]
     IncrementalEvaluator(X1, cache=cache).evaluate(exprs)
     ev2 = IncrementalEvaluator(X2, cache=cache)
     out = ev2.evaluate(exprs)
@@ -156,7 +156,7 @@ def test_a_changed_constant_is_a_different_key_and_never_served_stale():
     X = torch.linspace(0.1, 2, 25, dtype=torch.float64).reshape(25, 1)
     cache = SubexpressionCache()
     ev = IncrementalEvaluator(X, cache=cache)
-    before = Expression.parse("exp(x0 * 1.5) + x0")
+    before = parse_expression("exp(x0 * 1.5) + x0")
     after = before.with_constants([2.5])
     ev.evaluate([before])
     out = ev.evaluate([after])
@@ -169,7 +169,7 @@ def test_trainable_constants_never_enter_the_cache():
     X = torch.linspace(0.1, 2, 10, dtype=torch.float64).reshape(10, 1)
     cache = SubexpressionCache()
     ev = IncrementalEvaluator(X, cache=cache)
-    f = Expression.parse("exp(x0 * 1.5) + sin(x0)")
+    f = parse_expression("exp(x0 * 1.5) + sin(x0)")
     for value in (1.5, 0.5):
         c = torch.tensor([value], dtype=torch.float64, requires_grad=True)
         out = ev.evaluate_with_constants([f], [c])
@@ -183,7 +183,7 @@ def test_small_cache_evicts_and_stays_correct_and_consistent():
     X = torch.from_numpy(rng.normal(size=(16, 3)))
     cache = SubexpressionCache(capacity=7, max_bytes=6 * 16 * 8)
     ev = IncrementalEvaluator(X, cache=cache)
-    exprs = [Expression.parse(s) for s in ("x0 * x1 + cos(x2)", "exp(x0 * x1) - 3.0", "log(cos(x2) * x1)",
+    exprs = [parse_expression(s) for s in ("x0 * x1 + cos(x2)", "exp(x0 * x1) - 3.0", "log(cos(x2) * x1)",
                                            "x0 * x1 + cos(x2) * 2.0", "sqrt(x1 * x1)")]
     for _ in range(3):
         out = ev.evaluate(exprs)
@@ -216,10 +216,10 @@ def test_get_of_an_evaluator_row_is_a_copy():
     X = torch.ones(5, 1, dtype=torch.float64)
     cache = SubexpressionCache()
     ev = IncrementalEvaluator(X, cache=cache)
-    ev.evaluate([Expression.parse("x0 + x0")])
+    ev.evaluate([parse_expression("x0 + x0")])
     value = cache.get(ev.fingerprint, "add(x0,x0)")
     value += 100  # must not reach the cache
-    again = ev.evaluate([Expression.parse("x0 + x0")])[0]
+    again = ev.evaluate([parse_expression("x0 + x0")])[0]
     torch.testing.assert_close(again, torch.full((5,), 2.0, dtype=torch.float64))
 
 
@@ -230,6 +230,6 @@ def test_values_put_by_hand_are_used_by_the_evaluator():
     # A (deliberately wrong) value put under the key is what the evaluator serves:
     # the cache trusts its writers, which is why keys are exact.
     cache.put(ev.fingerprint, "cos(x0)", torch.full((3,), 7.0, dtype=torch.float64))
-    out = ev.evaluate([Expression.parse("cos(x0) + 1")])
+    out = ev.evaluate([parse_expression("cos(x0) + 1")])
     torch.testing.assert_close(out[0], torch.full((3,), 8.0, dtype=torch.float64))
     assert store_is_consistent(cache)

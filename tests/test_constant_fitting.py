@@ -6,10 +6,11 @@ import torch
 
 from pysr_baseline.constant_fitting import FittedFormula, fit_formula, linear_scaling, normalized_mse
 from pysr_baseline.expression import Expression
+from pysr_baseline.parsing import parse_expression
 
 
 def P(text):
-    return Expression.parse(text)
+    return parse_expression(text)
 
 
 @pytest.fixture(scope="module")

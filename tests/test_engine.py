@@ -20,7 +20,7 @@ from enhancements.hybrid_optimization.mutations import Mutator
 from enhancements.hybrid_optimization.options import MUTATIONS, Options
 from enhancements.hybrid_optimization.scoring import Scorer
 from experiments.scoring import is_symbolic_solution
-from pysr_baseline.expression import Expression
+from pysr_baseline.parsing import parse_expression
 from pysr_baseline.random_expressions import random_expression
 
 UNARY = ["sqrt", "exp", "log", "sin", "cos", "square", "cube", "inv", "neg", "abs", "tan", "tanh"]
@@ -131,7 +131,7 @@ def test_thousands_of_mutations_and_crossovers_stay_valid():
     L = 20
     rules, params, mutator = make_rules(opts, table, 3, L), mutation_params(opts), Mutator(opts, 3)
     state = seed_states(np.random.SeedSequence(1), 1)
-    current = encode([Expression.parse("x0 * cos(x1)")], table, L)
+    current = encode([parse_expression("x0 * cos(x1)")], table, L)
     out, W = Programs.empty(2, L + 8), scratch(L + 8)
     kinds, changed = np.zeros(len(MUTATIONS), int), 0
     for step in range(4000):
@@ -162,7 +162,7 @@ def test_gradients_match_finite_differences():
     rng = np.random.default_rng(3)
     X = rng.uniform(0.5, 2.0, (80, 2))
     y = 1.7 * X[:, 0] * np.cos(0.8 * X[:, 1]) + 0.2
-    e = Expression.parse("(x0 * 1.5) * cos(x1 * 0.7) + sqrt(x0 + 0.3) * 0.01", operators=None)
+    e = parse_expression("(x0 * 1.5) * cos(x1 * 0.7) + sqrt(x0 + 0.3) * 0.01", operators=None)
     block = encode([e], TABLE, 32)
     n = int(block.length[0])
     Xt = np.ascontiguousarray(X.T)
@@ -190,7 +190,7 @@ def test_compiled_bfgs_finds_constants_and_never_makes_a_formula_worse():
     y = 2.0 * torch.exp(-0.7 * X[:, 0]) + 0.1
     opts = Options(unary_operators=["exp", "neg"], soft_tree_seed_fraction=0, linear_scaling=False)
     scorer = Scorer(X, y, None, opts)
-    exprs = [Expression.parse("1.0 * exp(x0 * -1.0) + 0.5"), Expression.parse("x0 * 3.0"), Expression.parse("x0")]
+    exprs = [parse_expression("1.0 * exp(x0 * -1.0) + 0.5"), parse_expression("x0 * 3.0"), parse_expression("x0")]
     result = optimize_constants(scorer, exprs, iterations=60, nrestarts=2, seeds=[0, 1, 2])
     assert result.loss[0] < 1e-18 and result.improved[0]
     assert str(result.exprs[2]) == "x0" and not result.improved[2]

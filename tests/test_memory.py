@@ -9,6 +9,7 @@ import pytest
 
 from experiments.memory import _LARGE
 from enhancements.hybrid_optimization.evolution import Search
+from pysr_baseline.parsing import parse_expression
 
 
 def _peak_over_start(rows: int) -> tuple[float, float]:
@@ -37,15 +38,14 @@ def test_the_simplification_and_mutation_caches_are_capped(monkeypatch):
     import numpy as np
     import torch
     from enhancements.hybrid_optimization.options import Options
-    from pysr_baseline.expression import Expression
 
     X = torch.tensor(np.random.default_rng(0).uniform(1, 2, (30, 2)))
     opts = Options(populations=2, population_size=10, tournament_selection_n=5, progress=False, engine="torch")
     search = Search(X, X[:, 0] * 2, None, opts)
     for k in range(200):
-        search._simplify(Expression.parse(f"x0 + {k}.5 * x1"))
+        search._simplify(parse_expression(f"x0 + {k}.5 * x1"))
     assert len(search._simplified) <= 2 * 2 * 10 + 1
     mutator = search.mutator
     for k in range(10_050):
-        mutator._info(Expression.parse(f"x0 * {k}.25"))
+        mutator._info(parse_expression(f"x0 * {k}.25"))
     assert len(mutator._info_cache) <= 10_001

@@ -5,10 +5,10 @@ import sympy
 import torch
 
 from experiments.scoring import is_symbolic_solution
-from pysr_baseline.expression import Expression
-from pysr_baseline.model import LeafNode, OperatorNode, SymbolicRegressor
-from pysr_baseline.trainer import SymbolicTrainer, choose_formula, initial_parameters, load_parameters
 from pysr_baseline.constant_fitting import FittedFormula
+from pysr_baseline.model import LeafNode, OperatorNode, SymbolicRegressor
+from pysr_baseline.parsing import parse_expression
+from pysr_baseline.trainer import SymbolicTrainer, choose_formula, initial_parameters, load_parameters
 
 # A compact grammar keeps the sequential baseline fast enough for CI; the recovery
 # cases are the foundations issue's, checked symbolically.
@@ -83,11 +83,11 @@ def test_initial_parameters_are_deterministic_and_loadable():
 
 
 def test_choose_formula_prefers_simplest_near_tie():
-    simple = FittedFormula(Expression.parse("x0 * x1"), 1e-20)
-    bloated = FittedFormula(Expression.parse("x0 * x1 + x1 - x1"), 1e-25)
-    worse = FittedFormula(Expression.parse("x0"), 0.3)
+    simple = FittedFormula(parse_expression("x0 * x1"), 1e-20)
+    bloated = FittedFormula(parse_expression("x0 * x1 + x1 - x1"), 1e-25)
+    worse = FittedFormula(parse_expression("x0"), 0.3)
     assert choose_formula([bloated, simple, worse]) == 1
-    assert choose_formula([worse, FittedFormula(Expression.parse("x0 + x1"), 0.1)]) == 1
+    assert choose_formula([worse, FittedFormula(parse_expression("x0 + x1"), 0.1)]) == 1
 
 
 def test_weights_change_the_fit(data):

@@ -12,7 +12,7 @@ from enhancements.engine.constants import optimize_constants as compiled_optimiz
 from enhancements.hybrid_optimization.constant_optimization import optimize_constants
 from enhancements.hybrid_optimization.options import Options
 from enhancements.hybrid_optimization.scoring import Scorer
-from pysr_baseline.expression import Expression
+from pysr_baseline.parsing import parse_expression
 
 SEARCH = dict(niterations=3, populations=4, population_size=20, binary_operators=["+", "-", "*", "/"],
               unary_operators=["exp", "log", "sqrt", "inv", "sin"], progress=False, verbosity=0,
@@ -52,10 +52,10 @@ def test_exploding_and_nan_gradients_leave_a_finite_or_infinite_loss(optimizer):
     Xc = torch.tensor(rng.uniform(0.0, 100.0, (100, 1)))
     yc = torch.exp(0.05 * Xc[:, 0])
     scorer = Scorer(Xc, yc, None, Options(unary_operators=["exp", "log", "sqrt"], linear_scaling=False))
-    exprs = [Expression.parse("exp(9.0 * x0)"),                # overflows from the start: inf, gradients inf
-             Expression.parse("exp(0.2 * x0) * 1.0"),          # gradients of ~e^20
-             Expression.parse("sqrt(x0 - 50.0) * 2.0"),        # NaN on half the rows: NaN gradients
-             Expression.parse("sqrt(sin(x0) - 2.0) * 3.0")]    # NaN on every row, whatever nearby constants
+    exprs = [parse_expression("exp(9.0 * x0)"),                # overflows from the start: inf, gradients inf
+             parse_expression("exp(0.2 * x0) * 1.0"),          # gradients of ~e^20
+             parse_expression("sqrt(x0 - 50.0) * 2.0"),        # NaN on half the rows: NaN gradients
+             parse_expression("sqrt(sin(x0) - 2.0) * 3.0")]    # NaN on every row, whatever nearby constants
     out = optimizer(scorer, exprs, iterations=30, nrestarts=2, seeds=[0, 1, 2, 3])
     assert not np.isnan(out.loss).any()
     assert np.isinf(out.loss[3]) and not out.improved[3]

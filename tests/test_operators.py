@@ -8,9 +8,8 @@ import sympy
 import torch
 
 from pysr_baseline.operators import (ALIASES, BUILTIN_OPERATORS, DEFAULT_BINARY_OPERATORS,
-                                     DEFAULT_UNARY_OPERATORS, Operator, custom_operator, get_operator,
-                                     resolve_operator, resolve_operators)
-from pysr_baseline.parsing import parse_operator_definition
+                                     DEFAULT_UNARY_OPERATORS, Operator, custom_operator, get_operator)
+from pysr_baseline.parsing import parse_operator_definition, resolve_operator, resolve_operators
 
 # The exact semantics each built-in must have, written with numpy.
 NUMPY_REFERENCE = {

@@ -10,11 +10,11 @@ from enhancements.dp_memoization.batched_soft_tree import BatchedSoftTree
 from enhancements.dp_memoization.optimized_trainer import _FlatAdam, _LocalSearch, _MemoizedRefit
 from experiments.scoring import is_symbolic_solution
 from pysr_baseline.constant_fitting import fit_formula, linear_scaling, normalized_mse
-from pysr_baseline.expression import Expression
 from pysr_baseline.model import SymbolicRegressor
 from pysr_baseline.operators import custom_operator
 from pysr_baseline.trainer import (SymbolicTrainer, initial_parameters, load_parameters, local_search_candidates,
                                    restart_seed)
+from pysr_baseline.parsing import parse_expression
 
 SMALL = dict(binary_operators=["+", "-", "*", "/"], unary_operators=["square", "inv"])
 EVERY = dict(binary_operators=["+", "-", "*", "/", "pow"],
@@ -330,7 +330,7 @@ def test_memoized_refit_agrees_with_fit_formula():
     rng = np.random.default_rng(5)
     X = torch.tensor(rng.uniform(1, 5, size=(200, 2)))
     y = X[:, 0] / X[:, 1] ** 2
-    formulas = [Expression.parse(s) for s in ["x0 / square(x1 + 0.3)", "x0 * inv(square(x1)) + 1.5",
+    formulas = [parse_expression(s) for s in ["x0 / square(x1 + 0.3)", "x0 * inv(square(x1)) + 1.5",
                                                "x0 / (x1 * 2.0 - 0.7)", "square(x1) - x0", "x0 / square(x1)",
                                                "sqrt(exp(1.7) + cube(x1))", "log(x1 - 4.0)"]]
     for W in (None, torch.tensor(rng.uniform(0.5, 1.5, size=200))):

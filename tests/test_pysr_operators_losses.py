@@ -5,6 +5,7 @@ import sympy
 import torch
 
 from enhancements import PySRRegressor
+from pysr_baseline.parsing import parse_expression
 
 TINY = dict(niterations=1, populations=2, population_size=10, tournament_selection_n=5, ncycles_per_iteration=10,
             soft_tree_seed_fraction=0.0, verbosity=0, progress=False, random_state=0)
@@ -71,10 +72,9 @@ def test_malformed_guesses_are_clear_errors(guesses, nout, match):
 def test_fraction_replaced_guesses_migrates_the_guesses():
     from enhancements.hybrid_optimization.evolution import Search
     from enhancements.hybrid_optimization.options import Options
-    from pysr_baseline.expression import Expression
 
     Xt, yt = torch.as_tensor(X), torch.as_tensor(X[:, 0] * 2.0 + X[:, 1])
-    guess = Expression.parse("x0 * 2.0 + x1")
+    guess = parse_expression("x0 * 2.0 + x1")
 
     def copies(fraction):
         opts = Options(**{**TINY, "niterations": 3, "fraction_replaced_guesses": fraction, "hof_migration": False,

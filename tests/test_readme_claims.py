@@ -12,7 +12,8 @@ import pytest
 
 from experiments import feynman
 from experiments.feynman_methods import GplearnMethod, SearchMethod, get_method
-from pysr_baseline.operators import DEFAULT_BINARY_OPERATORS, resolve_operator
+from pysr_baseline.operators import DEFAULT_BINARY_OPERATORS
+from pysr_baseline.parsing import resolve_operator
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"

@@ -17,6 +17,7 @@ from enhancements.hybrid_optimization.interrupts import StopRequest
 from enhancements.hybrid_optimization.options import Options
 from enhancements.hybrid_optimization.monitoring import ProgressBar
 from enhancements.hybrid_optimization.regressor import LARGE_DATA_ROWS, _warn_if_large
+from pysr_baseline.parsing import parse_expression
 
 
 @pytest.fixture(autouse=True)
@@ -57,8 +58,7 @@ def test_loss_memo_keeps_at_most_its_bound_and_the_most_recent():
     Xt = torch.as_tensor(X)
     s = scoring.Scorer(Xt, torch.as_tensor(Y), None, opts)
     s.memo_capacity = 3
-    from pysr_baseline.expression import Expression
-    exprs = [Expression.parse(t) for t in ("x0", "x1", "x0 + x1", "x0 * x1")]
+    exprs = [parse_expression(t) for t in ("x0", "x1", "x0 + x1", "x0 * x1")]
     first = s.score(exprs)
     assert len(s._memo) == 3 and s.memo_evictions == 1
     again = s.score([exprs[0], exprs[3], exprs[0]])   # x0 was forgotten, x0 * x1 is recent

@@ -5,7 +5,7 @@ import torch
 from enhancements.hybrid_optimization.constant_optimization import optimize_constants
 from enhancements.hybrid_optimization.options import Options
 from enhancements.hybrid_optimization.scoring import Scorer
-from pysr_baseline.expression import Expression
+from pysr_baseline.parsing import parse_expression
 
 rng = np.random.default_rng(0)
 X = torch.tensor(rng.uniform(0.5, 2.0, (200, 2)))
@@ -18,9 +18,9 @@ def _scorer(linear_scaling=True):
 
 def test_fits_constants_of_a_batch():
     scorer = _scorer(linear_scaling=False)
-    exprs = [Expression.parse("exp(-1.0 * x0) * x1 + 0.3 * cos(1.5 * x1)"),
-             Expression.parse("x0 * 2.0"),
-             Expression.parse("x0 + x1")]                      # no constants: untouched
+    exprs = [parse_expression("exp(-1.0 * x0) * x1 + 0.3 * cos(1.5 * x1)"),
+             parse_expression("x0 * 2.0"),
+             parse_expression("x0 + x1")]                      # no constants: untouched
     before = scorer.score(exprs).loss
     out = optimize_constants(scorer, exprs, iterations=40, nrestarts=2, seeds=[1, 2, 3])
     assert out.loss[0] < 1e-12 and before[0] > 1e-3
@@ -32,8 +32,8 @@ def test_fits_constants_of_a_batch():
 
 def test_never_worse_and_independent_of_batch():
     scorer = _scorer()
-    target = Expression.parse("exp(0.7 * x0) * x1")
-    others = [Expression.parse(f"cos({k}.5 * x0) + x1 * {k}.0") for k in range(1, 6)]
+    target = parse_expression("exp(0.7 * x0) * x1")
+    others = [parse_expression(f"cos({k}.5 * x0) + x1 * {k}.0") for k in range(1, 6)]
     alone = optimize_constants(scorer, [target], iterations=8, nrestarts=2, seeds=[7])
     batch = optimize_constants(scorer, others[:2] + [target] + others[2:], iterations=8, nrestarts=2,
                                seeds=[1, 2, 7, 3, 4, 5])
@@ -44,6 +44,6 @@ def test_never_worse_and_independent_of_batch():
 
 def test_nan_constants_are_left_alone():
     scorer = _scorer(linear_scaling=False)
-    e = Expression.parse("log(x0 - 5.0) * 1.0")          # NaN everywhere
+    e = parse_expression("log(x0 - 5.0) * 1.0")          # NaN everywhere
     out = optimize_constants(scorer, [e], iterations=5, nrestarts=1, seeds=[0])
     assert out.exprs[0] is e and not out.improved[0]

@@ -7,6 +7,7 @@ import torch
 from enhancements.hybrid_optimization import evolution
 from enhancements.hybrid_optimization.evolution import Search
 from enhancements.hybrid_optimization.options import Options
+from pysr_baseline.parsing import parse_expression
 
 rng = np.random.default_rng(0)
 X = torch.tensor(rng.uniform(1, 3, (200, 2)))
@@ -152,25 +153,22 @@ class _Proposer:
         self.seed_requests, self.proposals = [], []
 
     def seed(self, n, rng, deadline=None):
-        from pysr_baseline.expression import Expression
         self.seed_requests.append(n)
-        return [Expression.parse(self.SEED)] * n
+        return [parse_expression(self.SEED)] * n
 
     def propose(self, expr, index, rng):
-        from pysr_baseline.expression import Expression
         self.proposals.append((expr, index))
-        return Expression.parse(self.PROPOSAL)
+        return parse_expression(self.PROPOSAL)
 
 
 def test_soft_tree_hook_seeds_and_mutates(scored):
-    from pysr_baseline.expression import Expression
 
     proposer = _Proposer()
     params = {**SMALL, "niterations": 2}
     opts = Options(random_state=0, soft_tree_proposer=proposer, soft_tree_seed_fraction=0.1,
                    weight_soft_tree=1.0, **params)
     Search(X, Y, None, opts).run()
-    seed_key, proposal_key = Expression.parse(_Proposer.SEED).key, Expression.parse(_Proposer.PROPOSAL).key
+    seed_key, proposal_key = parse_expression(_Proposer.SEED).key, parse_expression(_Proposer.PROPOSAL).key
     per_population = round(0.1 * SMALL["population_size"])
     # seeding: one request for all populations, and its formulas start in them
     assert proposer.seed_requests == [per_population * SMALL["populations"]]
@@ -227,9 +225,8 @@ def test_the_scaled_forms_keep_maxdepth_and_constraints():
 
 def test_scoring_in_chunks_gives_the_same_scores(monkeypatch):
     from enhancements.hybrid_optimization import scoring
-    from pysr_baseline.expression import Expression
 
-    exprs = [Expression.parse(s) for s in ("x0 * cos(x1)", "x0 + 1.5", "cos(x0) / x1", "x1", "2.0")]
+    exprs = [parse_expression(s) for s in ("x0 * cos(x1)", "x0 + 1.5", "cos(x0) / x1", "x1", "2.0")]
     whole = scoring.Scorer(X, Y, None, Options(**SMALL)).score(exprs)
     monkeypatch.setattr(scoring, "_VALUES_PER_CALL", 2 * X.shape[0])   # two formulas per call
     chunked = scoring.Scorer(X, Y, None, Options(**SMALL)).score(exprs)

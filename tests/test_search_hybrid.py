@@ -7,7 +7,7 @@ import torch
 from enhancements.hybrid_optimization.evolution import Search
 from enhancements.hybrid_optimization.hybrid import TrainedSoftTreeProposer, subtree_target
 from enhancements.hybrid_optimization.options import Options
-from pysr_baseline.expression import Expression
+from pysr_baseline.parsing import parse_expression
 
 
 
@@ -30,7 +30,7 @@ X = torch.tensor(rng.uniform(0.5, 2.0, (120, 3)))
 ])
 def test_subtree_target_inverts_every_path(text):
     # The formula's own output as the target: every sub-tree's target is its own value.
-    expr = Expression.parse(text)
+    expr = parse_expression(text)
     out = expr.evaluate(X)
     for index in range(expr.size):
         target = subtree_target(expr, index, X, out)
@@ -42,7 +42,7 @@ def test_subtree_target_inverts_every_path(text):
 
 
 def test_subtree_target_gives_up_below_a_non_invertible_operator():
-    expr = Expression.parse("cos(x0 * x1) + x2")
+    expr = parse_expression("cos(x0 * x1) + x2")
     assert subtree_target(expr, 0, X, expr.evaluate(X)) is not None
     assert subtree_target(expr, 1, X, expr.evaluate(X)) is not None   # cos(...) itself
     assert subtree_target(expr, 2, X, expr.evaluate(X)) is None       # inside cos
@@ -59,7 +59,7 @@ def _bound_proposer(y, **kwargs):
 def test_propose_fits_the_residual_of_a_subtree():
     y = X[:, 0] * X[:, 1] + X[:, 2]
     proposer = _bound_proposer(y, mutation_restarts=4, mutation_epochs=100)
-    wrong = Expression.parse("x0 * x1 + x0")              # right but for its last leaf
+    wrong = parse_expression("x0 * x1 + x0")              # right but for its last leaf
     new = proposer.propose(wrong, 4, np.random.default_rng(0))
     assert new is not None and new.subtree(1).key == wrong.subtree(1).key   # the rest is kept
     assert sympy.simplify(new.to_sympy() - sympy.sympify("x0*x1 + x2")) == 0
@@ -68,10 +68,10 @@ def test_propose_fits_the_residual_of_a_subtree():
 def test_propose_returns_a_constant_for_a_constant_target_and_needs_bind():
     y = X[:, 0] + 2.5
     proposer = _bound_proposer(y)
-    new = proposer.propose(Expression.parse("x0 + x1"), 2, np.random.default_rng(0))
+    new = proposer.propose(parse_expression("x0 + x1"), 2, np.random.default_rng(0))
     assert new.subtree(2).is_constant and new.subtree(2).value == pytest.approx(2.5)
     with pytest.raises(RuntimeError, match="bind"):
-        TrainedSoftTreeProposer().propose(Expression.parse("x0"), 0, np.random.default_rng(0))
+        TrainedSoftTreeProposer().propose(parse_expression("x0"), 0, np.random.default_rng(0))
     with pytest.raises(ValueError):
         TrainedSoftTreeProposer(seed_depths=(0,))
 
@@ -112,11 +112,11 @@ def test_seeding_starts_no_fit_after_its_deadline():
 def test_seeds_drop_the_scaling_the_search_has_no_operator_for():
     from enhancements.hybrid_optimization.hybrid import _unscaled
 
-    f = Expression.parse("2.5 * (x0 * x1) + 0.75")
+    f = parse_expression("2.5 * (x0 * x1) + 0.75")
     assert _unscaled(f, {"mul", "add"}).key == f.key
-    assert _unscaled(f, {"mul"}).key == Expression.parse("2.5 * (x0 * x1)").key
-    assert _unscaled(f, set()).key == Expression.parse("x0 * x1").key
-    assert _unscaled(Expression.parse("2.0 / x0"), set()).key == Expression.parse("2.0 / x0").key  # not a scaling
+    assert _unscaled(f, {"mul"}).key == parse_expression("2.5 * (x0 * x1)").key
+    assert _unscaled(f, set()).key == parse_expression("x0 * x1").key
+    assert _unscaled(parse_expression("2.0 / x0"), set()).key == parse_expression("2.0 / x0").key  # not a scaling
 
 
 def test_seeds_fit_on_at_most_seed_rows_rows():

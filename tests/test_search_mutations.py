@@ -9,6 +9,7 @@ from enhancements.hybrid_optimization.mutations import Mutator
 from enhancements.hybrid_optimization.options import MUTATIONS, Options
 from enhancements.hybrid_optimization.simplification import lower_to_operators, simplify_tree, sympy_simplify
 from pysr_baseline.expression import Expression
+from pysr_baseline.parsing import parse_expression
 from pysr_baseline.random_expressions import random_expression
 
 OPTS = Options(binary_operators=["+", "-", "*", "/"], unary_operators=["cos", "exp", "square"],
@@ -72,7 +73,7 @@ def _changed_nodes(a: Expression, b: Expression) -> list:
     return [i for i, (m, n) in enumerate(zip(a.nodes(), b.nodes())) if label(m) != label(n)]
 
 
-START = Expression.parse("cos(x0 * 1.5) + x1 / (x2 - 0.5)")        # complexity 10 of OPTS's maxsize 12
+START = parse_expression("cos(x0 * 1.5) + x1 / (x2 - 0.5)")        # complexity 10 of OPTS's maxsize 12
 # What each mutation must have done to START (old, new); None: whatever it likes, as long as valid.
 EFFECT = {
     "mutate_constant": lambda a, b: b.shape_key == a.shape_key and len(_changed_nodes(a, b)) == 1,
@@ -122,21 +123,21 @@ def test_every_mutation_does_what_it_says_within_the_limits(name):
 
 
 def test_simplify_mutation_folds_constants():
-    new, kind = _only("simplify").mutate(Expression.parse("x0 * (2.0 * 3.0) + x1"), np.random.default_rng(0))
+    new, kind = _only("simplify").mutate(parse_expression("x0 * (2.0 * 3.0) + x1"), np.random.default_rng(0))
     assert kind == "simplify" and str(new) == "x0 * 6.0 + x1"
 
 
 def test_mutation_conditioning():
     w = dict(zip(MUTATIONS, MUTATOR.conditioned_weights(Expression.var(0), 12)))
     assert w["mutate_operator"] == w["swap_operands"] == w["delete_node"] == w["mutate_constant"] == 0
-    full = Expression.parse("x0 + x1 * x2 + x0 * x1 * x2")   # complexity 11
+    full = parse_expression("x0 + x1 * x2 + x0 * x1 * x2")   # complexity 11
     w = dict(zip(MUTATIONS, MUTATOR.conditioned_weights(full, 11)))
     assert w["add_node"] == w["insert_node"] == 0
 
 
 def test_rotation_reassociates():
     rng = np.random.default_rng(0)
-    seen = {str(MUTATOR.rotate_tree(Expression.parse("x0 * (x1 + x2)"), rng, 1.0)) for _ in range(30)}
+    seen = {str(MUTATOR.rotate_tree(parse_expression("x0 * (x1 + x2)"), rng, 1.0)) for _ in range(30)}
     assert "x0 * x1 + x2" in seen
 
 
@@ -157,19 +158,19 @@ def test_simplify_tree_keeps_values(seed, size):
 
 
 def test_simplify_tree_folds_and_merges():
-    assert str(simplify_tree(Expression.parse("2.0 * (3.0 * x0)"))) == "6.0 * x0"
-    assert str(simplify_tree(Expression.parse("(x0 + 1.0) + 2.5"))) == "3.5 + x0"
-    assert str(simplify_tree(Expression.parse("cos(0.0) * x1"))) == "x1"
-    assert str(simplify_tree(Expression.parse("(x0 - 0.0) / 1.0 + 0.0 * x1"))) == "x0 + 0.0 * x1"
+    assert str(simplify_tree(parse_expression("2.0 * (3.0 * x0)"))) == "6.0 * x0"
+    assert str(simplify_tree(parse_expression("(x0 + 1.0) + 2.5"))) == "3.5 + x0"
+    assert str(simplify_tree(parse_expression("cos(0.0) * x1"))) == "x1"
+    assert str(simplify_tree(parse_expression("(x0 - 0.0) / 1.0 + 0.0 * x1"))) == "x0 + 0.0 * x1"
     # 1/0 is not folded: the formula keeps its (inf) meaning
-    assert str(simplify_tree(Expression.parse("x0 + 1.0 / 0.0"))) == "x0 + 1.0 / 0.0"
+    assert str(simplify_tree(parse_expression("x0 + 1.0 / 0.0"))) == "x0 + 1.0 / 0.0"
 
 
 def test_lowering_and_sympy_simplify():
     allowed = {op.name: op for op in Options(binary_operators=["+", "*", "/"]).operators}
-    low = lower_to_operators(Expression.parse("square(x0) - inv(x1)"), allowed)
+    low = lower_to_operators(parse_expression("square(x0) - inv(x1)"), allowed)
     assert set(n.op.name for n in low.nodes() if n.op) <= set(allowed)
-    assert torch.allclose(low.evaluate(X), Expression.parse("square(x0) - inv(x1)").evaluate(X))
-    s = sympy_simplify(Expression.parse("x0 * x1 / x1 + x0"), allowed, timeout=10)
+    assert torch.allclose(low.evaluate(X), parse_expression("square(x0) - inv(x1)").evaluate(X))
+    s = sympy_simplify(parse_expression("x0 * x1 / x1 + x0"), allowed, timeout=10)
     assert s is not None and s.size < 7 and torch.allclose(s.evaluate(X), 2 * X[:, 0])
-    assert lower_to_operators(Expression.parse("cos(x0)"), allowed) is None
+    assert lower_to_operators(parse_expression("cos(x0)"), allowed) is None

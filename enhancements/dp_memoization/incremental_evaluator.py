@@ -11,7 +11,8 @@ all but one path with its parent, costs only that path.
     >>> from pysr_baseline.expression import Expression
     >>> X = torch.linspace(0.5, 2.0, 6, dtype=torch.float64).reshape(3, 2)
     >>> ev = IncrementalEvaluator(X)
-    >>> f, g = Expression.parse("x0 * cos(x1)"), Expression.parse("x0 * cos(x1) + 1.5")
+    >>> from pysr_baseline.parsing import parse_expression
+    >>> f, g = parse_expression("x0 * cos(x1)"), parse_expression("x0 * cos(x1) + 1.5")
     >>> ev.evaluate([f, g]).shape
     torch.Size([2, 3])
     >>> ev.counters.nodes_computed       # cos(x1), x0 * cos(x1) and the +: three nodes
@@ -183,7 +184,8 @@ class IncrementalEvaluator:
     Operators are identified by name (as in `Expression.key`).
 
         >>> ev = IncrementalEvaluator(torch.ones(4, 1, dtype=torch.float64))
-        >>> ev.evaluate([Expression.parse("x0 + 1")])
+        >>> from pysr_baseline.parsing import parse_expression
+        >>> ev.evaluate([parse_expression("x0 + 1")])
         tensor([[2., 2., 2., 2.]], dtype=torch.float64)
     """
 
@@ -248,7 +250,8 @@ class IncrementalEvaluator:
 
             >>> ev = IncrementalEvaluator(torch.ones(2, 1, dtype=torch.float64))
             >>> c = torch.tensor([2.0], dtype=torch.float64, requires_grad=True)
-            >>> ev.evaluate_with_constants([Expression.parse("x0 * 3.0")], [c]).sum().backward()
+            >>> from pysr_baseline.parsing import parse_expression
+            >>> ev.evaluate_with_constants([parse_expression("x0 * 3.0")], [c]).sum().backward()
             >>> c.grad
             tensor([2.], dtype=torch.float64)
         """

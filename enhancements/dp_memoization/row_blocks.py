@@ -11,7 +11,8 @@ each block: what a call holds is its result plus one block's work.
     >>> import torch
     >>> from pysr_baseline.expression import Expression
     >>> X = torch.linspace(0.5, 2.0, 10, dtype=torch.float64).reshape(5, 2)
-    >>> f = [Expression.parse("x0 * cos(x1) + 1.5")]
+    >>> from pysr_baseline.parsing import parse_expression
+    >>> f = [parse_expression("x0 * cos(x1) + 1.5")]
     >>> blocked = RowBlockEvaluator(X, block_rows=2)
     >>> torch.equal(blocked.evaluate(f), IncrementalEvaluator(X).evaluate(f))
     True

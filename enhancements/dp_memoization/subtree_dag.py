@@ -10,7 +10,8 @@ still to compute are grouped by (level, operator, operand pattern); the evaluato
 
     >>> from pysr_baseline.expression import Expression
     >>> dag = SubtreeDag()
-    >>> build_plain(dag, [Expression.parse("x0 * cos(x1) + 1.5")], n_features=2, constants=None, memoize=True)
+    >>> from pysr_baseline.parsing import parse_expression
+    >>> build_plain(dag, [parse_expression("x0 * cos(x1) + 1.5")], n_features=2, constants=None, memoize=True)
     >>> sorted((level, name) for level, name, pattern in dag.groups)
     [(1, 'cos'), (2, 'mul'), (3, 'add')]
 """

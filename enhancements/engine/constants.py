@@ -15,7 +15,8 @@ Formulas with custom operators go to the torch optimiser.
     >>> from enhancements.hybrid_optimization.scoring import Scorer
     >>> X = torch.linspace(0, 3, 40, dtype=torch.float64).reshape(-1, 1)
     >>> scorer = Scorer(X, torch.cos(1.3 * X[:, 0]), None, Options(unary_operators=["cos"], soft_tree_seed_fraction=0))
-    >>> result = optimize_constants(scorer, [Expression.parse("cos(x0 * 1.0)")], iterations=20, nrestarts=2)
+    >>> from pysr_baseline.parsing import parse_expression
+    >>> result = optimize_constants(scorer, [parse_expression("cos(x0 * 1.0)")], iterations=20, nrestarts=2)
     >>> str(result.exprs[0]), bool(result.loss[0] < 1e-20)
     ('cos(x0 * 1.3)', True)
 """
@@ -32,7 +33,7 @@ from pysr_baseline.expression import Expression
 from enhancements.engine.programs import (ABS, ADD, CONST, COS, CUBE, CUSTOM, DIV, EXP, INV, LOG, MUL, NEG, POW,
                                           SIN, SQRT, SQUARE, SUB, TAN, TANH, VAR, NotCompilable, OperatorTable,
                                           Programs)
-from enhancements.engine.evaluate import binary_scalar, unary_scalar
+from enhancements.engine.evaluate import HUGE, binary_scalar, scaling_from_sums, unary_scalar
 from enhancements.hybrid_optimization import constant_optimization as torch_optimizer
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
@@ -129,13 +130,35 @@ def _d_binary(code, x, y, out, which):
 
 
 @njit(**_JIT)
-def _scaling(s_f, s_y, s_fy, s_ff, norm):
-    """a, b of a*f + b in closed form from the (weighted) sums, as `evaluate.losses_of`."""
-    mean_f, mean_y, fy, ff = s_f / norm, s_y / norm, s_fy / norm, s_ff / norm
-    var_f = ff - mean_f * mean_f
-    cov = fy - mean_f * mean_y
-    a = cov / var_f if var_f > 1e-13 * (ff + 1e-300) else 0.0
-    return a, mean_y - a * mean_f
+def _root_loss(V, flag, sv, root, y, w, w_sum, linear_scaling, A, with_grad):
+    """The squared error of a*f + b (a, b in closed form, as `evaluate.losses_of`) or, without
+    linear scaling, of f, where f is the root's value (``sv[root]`` or the row ``V[root]``);
+    ``with_grad``: dL/df per row into ``A[root]``. Infinite where f is not finite or huge
+    (|f| >= 1e100) on some row, as `evaluate.losses_of` scores it."""
+    n = y.shape[0]
+    weighted = w.shape[0] > 0
+    norm = w_sum if weighted else float(n)
+    s_f = s_y = s_fy = s_ff = 0.0
+    for r in range(n):
+        f = sv[root] if flag[root] else V[root, r]
+        if not (np.isfinite(f) and np.abs(f) < HUGE):
+            return np.inf
+        wr = w[r] if weighted else 1.0
+        s_f += f * wr
+        s_y += y[r] * wr
+        s_fy += f * y[r] * wr
+        s_ff += f * f * wr
+    a, b = scaling_from_sums(s_f, s_y, s_fy, s_ff, norm) if linear_scaling else (1.0, 0.0)
+    loss = 0.0
+    for r in range(n):
+        f = sv[root] if flag[root] else V[root, r]
+        wr = w[r] if weighted else 1.0
+        d = a * f + b - y[r]
+        loss += d * d * wr
+        if with_grad:
+            A[root, r] = 2.0 * d * wr * a / norm
+    loss /= norm
+    return loss if np.isfinite(loss) else np.inf
 
 
 @njit(**_JIT)
@@ -145,29 +168,10 @@ def _loss_grad(ops, feat, val, length, arity, X, y, w, w_sum, linear_scaling, si
     n = X.shape[1]
     _forward(ops, feat, val, length, arity, X, size, V, flag, sv)
     root = length - 1
-    weighted = w.shape[0] > 0
-    norm = w_sum if weighted else float(n)
     for t in range(length):
         grad[t] = 0.0
-    # a and b (closed form, as `losses_of`), then the loss and dL/df per row
-    s_f = s_y = s_fy = s_ff = 0.0
-    for r in range(n):
-        f = sv[root] if flag[root] else V[root, r]
-        wr = w[r] if weighted else 1.0
-        s_f += f * wr
-        s_y += y[r] * wr
-        s_fy += f * y[r] * wr
-        s_ff += f * f * wr
-    a, b = _scaling(s_f, s_y, s_fy, s_ff, norm) if linear_scaling else (1.0, 0.0)
-    loss = 0.0
-    for r in range(n):
-        f = sv[root] if flag[root] else V[root, r]
-        wr = w[r] if weighted else 1.0
-        d = a * f + b - y[r]
-        loss += d * d * wr
-        A[root, r] = 2.0 * d * wr * a / norm
-    loss /= norm
-    if not np.isfinite(loss):
+    loss = _root_loss(V, flag, sv, root, y, w, w_sum, linear_scaling, A, True)
+    if not loss < np.inf:
         return np.inf
     if flag[root]:
         total = 0.0
@@ -313,30 +317,9 @@ def _bfgs_one(ops, feat, val, length, arity, X, y, w, w_sum, linear_scaling, ite
 
 @njit(**_JIT)
 def _loss_only(ops, feat, val, length, arity, X, y, w, w_sum, linear_scaling, V, flag, sv, size):
-    n = X.shape[1]
+    """`_loss_grad`'s loss without the gradient (the line search's trial points)."""
     _forward(ops, feat, val, length, arity, X, size, V, flag, sv)
-    root = length - 1
-    weighted = w.shape[0] > 0
-    norm = w_sum if weighted else float(n)
-    s_f = s_y = s_fy = s_ff = 0.0
-    for r in range(n):
-        f = sv[root] if flag[root] else V[root, r]
-        if not (np.isfinite(f) and np.abs(f) < 1e100):
-            return np.inf
-        wr = w[r] if weighted else 1.0
-        s_f += f * wr
-        s_y += y[r] * wr
-        s_fy += f * y[r] * wr
-        s_ff += f * f * wr
-    a, b = _scaling(s_f, s_y, s_fy, s_ff, norm) if linear_scaling else (1.0, 0.0)
-    loss = 0.0
-    for r in range(n):
-        f = sv[root] if flag[root] else V[root, r]
-        wr = w[r] if weighted else 1.0
-        d = a * f + b - y[r]
-        loss += d * d * wr
-    loss /= norm
-    return loss if np.isfinite(loss) else np.inf
+    return _root_loss(V, flag, sv, length - 1, y, w, w_sum, linear_scaling, V, False)
 
 
 @njit(**_JIT)

@@ -318,6 +318,17 @@ def evaluate_programs(ops, feat, val, length, X, out, arity_of, body_ops, body_f
 
 
 @njit(**_JIT)
+def scaling_from_sums(s_f, s_y, s_fy, s_ff, norm):
+    """a, b of the least-squares a*f + b from the (weighted) sums of f, y, f*y, f*f and
+    the weights' total ``norm`` (a = 0 where f is constant, to round-off)."""
+    mean_f, mean_y, fy, ff = s_f / norm, s_y / norm, s_fy / norm, s_ff / norm
+    var_f = ff - mean_f * mean_f
+    cov = fy - mean_f * mean_y
+    a = cov / var_f if var_f > 1e-13 * (ff + 1e-300) else 0.0
+    return a, mean_y - a * mean_f
+
+
+@njit(**_JIT)
 def losses_of(f, is_scalar, scalar, y, w, w_sum, linear_scaling, lv, av, bv):
     """The squared-error losses of f, a*f, f+b, a*f+b into ``lv`` (and a, b into ``av``,
     ``bv``), as `Scorer.score_predictions` computes them; returns the search's loss (the
@@ -358,17 +369,10 @@ def losses_of(f, is_scalar, scalar, y, w, w_sum, linear_scaling, lv, av, bv):
     if not linear_scaling:
         av[1] = av[2] = av[3] = 1.0
         return lv[0]
-    mean_f = s_f / norm
-    mean_y = s_y / norm
-    fy = s_fy / norm
+    a, b = scaling_from_sums(s_f, s_y, s_fy, s_ff, norm)
     ff = s_ff / norm
-    var_f = ff - mean_f * mean_f
-    cov = fy - mean_f * mean_y
-    tiny = 1e-13 * (ff + 1e-300)
-    a = cov / var_f if var_f > tiny else 0.0
-    b = mean_y - a * mean_f
-    a_only = fy / ff if ff > 1e-300 else 0.0
-    b_only = mean_y - mean_f
+    a_only = s_fy / norm / ff if ff > 1e-300 else 0.0
+    b_only = s_y / norm - s_f / norm
     l1 = 0.0
     l2 = 0.0
     l3 = 0.0

@@ -14,8 +14,9 @@ is valid (`trees.is_valid`). The mutation codes follow ``options.MUTATIONS``.
     >>> from enhancements.engine.rng import seed_states
     >>> opts = Options(binary_operators=["+", "*"], maxsize=10, soft_tree_seed_fraction=0)
     >>> table = OperatorTable.from_options(opts); rules = make_rules(opts, table, 2, 10)
-    >>> block = encode([Expression.parse("x0 * x1")], table, 10)
-    >>> out = encode([Expression.parse("x0")], table, 16)
+    >>> from pysr_baseline.parsing import parse_expression
+    >>> block = encode([parse_expression("x0 * x1")], table, 10)
+    >>> out = encode([parse_expression("x0")], table, 16)
     >>> kind, n = mutate(block.ops[0], block.feat[0], block.val[0], block.length[0], seed_states(
     ...     np.random.SeedSequence(0), 1), 0, 1.0, 10.0, mutation_params(opts), rules, out.ops[0], out.feat[0],
     ...     out.val[0], scratch(16))
@@ -29,7 +30,6 @@ from collections import namedtuple
 import numpy as np
 from numba import njit
 
-from pysr_baseline.expression import Expression
 
 from enhancements.engine.evaluate import binary_scalar, unary_scalar
 from enhancements.engine.programs import CONST, VAR

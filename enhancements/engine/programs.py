@@ -15,7 +15,8 @@ kernels branch on them), and ``CUSTOM + k`` for the k-th operator defined by a s
     >>> from enhancements.hybrid_optimization.options import Options
     >>> table = OperatorTable.from_options(Options(unary_operators=["cos"], soft_tree_seed_fraction=0))
     >>> block = Programs.empty(2, 8)
-    >>> block.set(0, Expression.parse("x0 * cos(x1) + 2.5"), table)
+    >>> from pysr_baseline.parsing import parse_expression
+    >>> block.set(0, parse_expression("x0 * cos(x1) + 2.5"), table)
     True
     >>> block.ops[0, :block.length[0]].tolist() == [VAR, VAR, COS, MUL, CONST, ADD]
     True

@@ -32,13 +32,13 @@ from pysr_baseline.expression import Expression
 from enhancements.engine.constants import optimize_constants as compiled_optimize_constants
 from enhancements.engine.evaluate import score_programs, tables
 from enhancements.engine.mutate import mutation_params, scratch
-from enhancements.engine.programs import ADD, MUL, SUB, NotCompilable, OperatorTable, Programs
+from enhancements.engine.programs import NotCompilable, OperatorTable, Programs
 from enhancements.engine.rng import seed_states
 from enhancements.engine.step import Data, Settings, State, run_step
 from enhancements.engine.trees import make_rules
 from enhancements.hybrid_optimization.evolution import Search, _seed_sequence
 from enhancements.hybrid_optimization.hall_of_fame import HallOfFameEntry
-from enhancements.hybrid_optimization.population import PopMember, Population
+from enhancements.hybrid_optimization.population import PopMember
 from enhancements.hybrid_optimization.scoring import Scores
 
 _FRONT_SPARE = 4  # tokens a*f+b adds to a program
@@ -149,7 +149,7 @@ class CompiledSearch(Search):
         w = self.scorer.w
         self.data = Data(np.ascontiguousarray(ev.X.T.cpu().numpy()), self.scorer.y.cpu().numpy().copy(),
                          np.zeros(0) if w is None else w.cpu().numpy().copy(),
-                         0.0 if w is None else float(w.sum()), *tables(self.table))
+                         0.0 if w is None else float(w.sum()), *tables(self.table), np.array(self._scaled, np.bool_))
         by = options.by_name
         code = {name: self.table.code_of(op) for name, op in by.items()}
         mul, add, sub = code.get("mul", -1), code.get("add", -1), code.get("sub", -1)
@@ -159,8 +159,8 @@ class CompiledSearch(Search):
             float(opts.adaptive_parsimony_scaling if opts.use_frequency_in_tournament else 0.0),
             bool(opts.use_frequency), bool(opts.annealing), float(opts.alpha), float(opts.crossover_probability),
             bool(opts.skip_mutation_failures), float(opts.parsimony), float(self.scorer.normalization),
-            bool(opts.linear_scaling), int(math.ceil(opts.maxsize)), float(self.stats.window_size), mul, add, sub,
-            float(self.table.complexity[mul]) if mul >= 0 else 0.0,
+            bool(self.scorer.linear_scaling), int(math.ceil(opts.maxsize)), float(self.stats.window_size),
+            mul, add, sub, float(self.table.complexity[mul]) if mul >= 0 else 0.0,
             float(self.table.complexity[add if add >= 0 else sub]) if max(add, sub) >= 0 else 0.0)
         self._arrays_ahead = False
         self.work = scratch(self.L + 8)
@@ -180,13 +180,14 @@ class CompiledSearch(Search):
         loss, lv, av, bv = np.empty(k), np.empty((k, 4)), np.empty((k, 4)), np.empty((k, 4))
         D = self.data
         score_programs(block.ops, block.feat, block.val, block.length, D.X, D.y, D.w, D.w_sum,
-                       bool(self.opts.linear_scaling), *tables(self.table), loss, lv, av, bv)
+                       bool(self.scorer.linear_scaling), *tables(self.table), loss, lv, av, bv)
         return Scores(loss, lv, av, bv)
 
-    def _optimize_constants(self, scorer, exprs, iterations, nrestarts, seeds, deadline=None):
+    def _optimize_constants(self, scorer, exprs, iterations, nrestarts, seeds, deadline=None, scaled=True):
         if scorer is not self.scorer:  # a batch's scorer (batching is not compiled): the torch optimiser
-            return super()._optimize_constants(scorer, exprs, iterations, nrestarts, seeds, deadline)
-        return compiled_optimize_constants(scorer, exprs, iterations, nrestarts, seeds, deadline, self.table)
+            return super()._optimize_constants(scorer, exprs, iterations, nrestarts, seeds, deadline, scaled)
+        return compiled_optimize_constants(scorer if scaled else scorer.unscaled(), exprs, iterations, nrestarts,
+                                           seeds, deadline, self.table)
 
     @property
     def n_evals(self) -> int:

@@ -19,8 +19,8 @@ import numpy as np
 from numba import njit
 
 from enhancements.engine.evaluate import losses_of, run_program, workspace
-from enhancements.engine.mutate import Scratch, crossover, mutate
-from enhancements.engine.programs import ADD, CONST, MUL
+from enhancements.engine.mutate import crossover, mutate
+from enhancements.engine.programs import CONST, MUL
 from enhancements.engine.rng import below, geometric, uniform
 from enhancements.engine.trees import check, complexity, copy_range, put_token
 
@@ -43,7 +43,8 @@ Settings = namedtuple("Settings", [
     "maxsize", "window", "mul", "add", "sub", "c_mul", "c_add",
 ])
 
-Data = namedtuple("Data", ["X", "y", "w", "w_sum", "arity", "body_ops", "body_feat", "body_val", "body_length"])
+Data = namedtuple("Data", ["X", "y", "w", "w_sum", "arity", "body_ops", "body_feat", "body_val", "body_length",
+                           "scaled"])  # scaled[p]: population p's loss is a*f+b's (else f's)
 
 
 @njit(**_JIT)
@@ -450,6 +451,8 @@ def run_step(S, D, rules, params, st, temperature, curmax, W):
                 memo_store(S, k_ops[r], k_feat[r], k_val[r], k_len[r], loss, lv, av, bv)
             else:
                 S.counters[2] += 1
+            if not D.scaled[p_pop[q]]:
+                loss = lv[0]
             c = complexity(k_ops[r], k_feat[r], k_len[r], rules)
             k_loss[r] = loss
             k_cplx[r] = c

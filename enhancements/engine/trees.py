@@ -16,7 +16,8 @@ and the nested-constraint triples.
     >>> from enhancements.engine.programs import OperatorTable, encode
     >>> opts = Options(unary_operators=["cos"], constraints={"cos": 3}, soft_tree_seed_fraction=0)
     >>> table = OperatorTable.from_options(opts); rules = make_rules(opts, table, n_features=2, L=30)
-    >>> block = encode([Expression.parse("cos(x0 * x1)"), Expression.parse("cos(x0 * x1 + x0)")], table, 30)
+    >>> from pysr_baseline.parsing import parse_expression
+    >>> block = encode([parse_expression("cos(x0 * x1)"), parse_expression("cos(x0 * x1 + x0)")], table, 30)
     >>> [is_valid(block.ops[m], block.feat[m], block.length[m], 30.0, rules) for m in range(2)]
     [True, False]
 """
@@ -27,7 +28,6 @@ from collections import namedtuple
 import numpy as np
 from numba import njit
 
-from pysr_baseline.expression import Expression
 
 from enhancements.engine.programs import CONST, N_CODES, VAR
 from enhancements.engine.rng import below, normal, uniform

@@ -13,7 +13,8 @@ perturbed, as in SymbolicRegression.jl (x * (1 + 0.5 * N(0, 1))).
     >>> from enhancements.hybrid_optimization.scoring import Scorer
     >>> X = torch.linspace(0, 3, 40, dtype=torch.float64).reshape(-1, 1)
     >>> scorer = Scorer(X, torch.cos(1.3 * X[:, 0]), None, Options())
-    >>> result = optimize_constants(scorer, [Expression.parse("cos(x0 * 1.0)")], iterations=20, nrestarts=2)
+    >>> from pysr_baseline.parsing import parse_expression
+    >>> result = optimize_constants(scorer, [parse_expression("cos(x0 * 1.0)")], iterations=20, nrestarts=2)
     >>> str(result.exprs[0]), bool(result.improved[0]), bool(result.loss[0] < 1e-20)
     ('cos(x0 * 1.3)', True, True)
 """

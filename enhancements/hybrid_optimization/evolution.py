@@ -37,7 +37,7 @@ import torch
 from pysr_baseline.expression import Expression
 
 from enhancements.hybrid_optimization.batching import BatchSampler, batch_rows
-from enhancements.hybrid_optimization.constant_optimization import optimize_constants
+from enhancements.hybrid_optimization.constant_optimization import OptimizedConstants, optimize_constants
 from enhancements.hybrid_optimization.hall_of_fame import HallOfFame, select_index
 from enhancements.hybrid_optimization.interrupts import StopRequest
 from enhancements.hybrid_optimization.mutations import Mutator
@@ -54,6 +54,10 @@ from enhancements.hybrid_optimization.simplification import simplify_tree
 # most of the search; on the first 20 Feynman equations at 20 s each, 1 and 4 solved the
 # same 10 (and 14 reached R2 > 0.999 either way).
 _SYMPY_PER_ITERATION = 1
+# BFGS iterations for the constants of a guess and of a front entry (`FrontKeeper.refine`),
+# and the front entries refined an iteration (~1% of PySR's default iteration's evaluations)
+_REFINE_ITERATIONS = 100
+_REFINE_PER_ITERATION = 3
 _TARGET_BATCH = 192
 # Soft-tree reseeding (two fits, ~1-2 s) follows an iteration once this many evaluations
 # (~4 s of search) have passed since the last one: with PySR's default iteration (~23,000
@@ -151,6 +155,11 @@ class Search:
             raise ValueError("The number of elements in `complexity_of_variables` must equal the number of "
                              f"features in `X` ({len(cv)} for {self.n_features})")
         self.scorer = Scorer(X, y, weights, options)
+        # Populations scored as a*f+b and populations scored as f (`linear_scaling` a fraction):
+        # the first find constant factors for free, the others are not drawn to formulas that
+        # only fit the data's shape (a*exp(sin(x))+b for a polynomial).
+        self._scaled = options.scaled_populations()
+        self._mixed = 0.0 < options.linear_scaling_fraction < 1.0
         self.mutator = Mutator(options, self.n_features)
         self.stats = RunningSearchStatistics(int(math.ceil(options.maxsize)))
         self.hof = HallOfFame()
@@ -214,7 +223,10 @@ class Search:
         return int(self.scorer.n_evals + self.batches.evaluations)
 
     def _members(self, exprs: list[Expression], scores: Scores, births: bool = True,
-                 record: bool = True) -> list[PopMember]:
+                 record: bool = True, scaled=True) -> list[PopMember]:
+        """Members for ``exprs`` from their ``scores``: with the loss of the best form where
+        ``scaled`` (a bool, or one per formula: its population's `Options.scaled_populations`),
+        else f's own loss."""
         out = []
         # Python lists: indexing numpy arrays element by element costs more than the work.
         losses, lv, av, bv = (scores.loss.tolist(), scores.variant_loss.tolist(), scores.a.tolist(),
@@ -222,23 +234,40 @@ class Search:
         complexity, cost_of = self.opts.complexity, self.scorer.cost
         for i, e in enumerate(exprs):
             c = complexity(e)
-            loss = losses[i]
+            if scaled is True or (scaled is not False and scaled[i]):
+                loss, scale = losses[i], (av[i][3], bv[i][3])
+            else:
+                loss, scale = lv[i][0], (1.0, 0.0)
             cost = cost_of(loss, c) if math.isfinite(loss) else math.inf
-            m = PopMember(e, loss, cost, c, self._next_birth() if births else 0, (av[i][3], bv[i][3]))
+            m = PopMember(e, loss, cost, c, self._next_birth() if births else 0, scale)
             if record:
                 self.front.record(m, lv[i], av[i], bv[i])
             out.append(m)
         return out
 
-    def _score_members(self, exprs: list[Expression], scorer: Scorer | None = None) -> list[PopMember]:
+    def _score_members(self, exprs: list[Expression], scorer: Scorer | None = None,
+                       scaled=True) -> list[PopMember]:
         """Members for ``exprs``, scored on all rows (and offered to the hall of fame), or
-        by ``scorer``, a batch's (`_population_scorer`), whose losses stay in the populations."""
+        by ``scorer``, a batch's (`_population_scorer`), whose losses stay in the populations.
+        ``scaled``: as in `_members`."""
+        return self._members_of_kinds(exprs, scorer, (scaled,))[0]
+
+    def _members_of_kinds(self, exprs: list[Expression], scorer: Scorer | None, kinds: tuple,
+                          births: bool = True) -> list[list[PopMember]]:
+        """Members for ``exprs`` scored once, as each of ``kinds`` takes them (``scaled`` of
+        `_members`): the scaled and the unscaled populations' members of one formula."""
         if not exprs:
-            return []
-        if scorer is None or scorer is self.scorer:
-            return self._members(exprs, self.scorer.score(exprs))
-        self.batches.count(len(exprs))
-        return self._members(exprs, scorer.score(exprs), record=False)
+            return [[] for _ in kinds]
+        main = scorer is None or scorer is self.scorer
+        if not main:
+            self.batches.count(len(exprs))
+        scores = (self.scorer if main else scorer).score(exprs)
+        return [self._members(exprs, scores, births=births, record=main and i == 0, scaled=kind)
+                for i, kind in enumerate(kinds)]
+
+    def _kinds_of(self, pops) -> list[bool]:
+        """Whether each of ``pops`` (population indices) scales its members."""
+        return [self._scaled[p] for p in pops]
 
     def _population_scorer(self) -> Scorer:
         """The scorer for population work: a fresh random batch's with batching, else all rows'."""
@@ -358,7 +387,8 @@ class Search:
             self._score_members(resume.hall_of_fame)  # back into the hall of fame, losses recomputed
         if guesses:
             self._guess_members = [m for m in self._score_members(guesses) if math.isfinite(m.loss)]
-        members = self._score_members(flat, self._population_scorer())
+        members = self._score_members(flat, self._population_scorer(),
+                                      self._kinds_of(p for p, exprs in enumerate(exprs_by_pop) for _ in exprs))
         for p in range(opts.populations):
             chunk = members[p * opts.population_size:(p + 1) * opts.population_size]
             self.populations.append(Population(chunk))
@@ -378,8 +408,9 @@ class Search:
                               f"({opts.maxsize}) or breaks maxdepth/constraints; it is not used.", UserWarning)
         with_constants = [g for g in guesses if g.constants]
         if with_constants and opts.should_optimize_constants:
-            result = self._optimize_constants(self.scorer, with_constants, max(opts.optimizer_iterations, 100),
-                                        opts.optimizer_nrestarts, list(range(len(with_constants))))
+            result = self._optimize_constants(self.scorer, with_constants,
+                                              max(opts.optimizer_iterations, _REFINE_ITERATIONS),
+                                              opts.optimizer_nrestarts, list(range(len(with_constants))))
             self.scorer.n_evals += result.n_evals
             fitted = dict(zip((g.key for g in with_constants), result.exprs))
             guesses = [fitted.get(g.key, g) for g in guesses]
@@ -413,9 +444,12 @@ class Search:
         seeds = self._soft_tree_seeds()
         if not seeds:
             return
-        members = [m for m in self._score_members(seeds, self._population_scorer()) if math.isfinite(m.loss)]
-        n_seed = min(len(members), self._seeds_per_population())
+        kinds = (True, False) if self._mixed else (self._scaled[0],)
+        scored = self._members_of_kinds(seeds, self._population_scorer(), kinds)
+        by_kind = {kind: [m for m in ms if math.isfinite(m.loss)] for kind, ms in zip(kinds, scored)}
         for p, pop in enumerate(self.populations):
+            members = by_kind[self._scaled[p]]
+            n_seed = min(len(members), self._seeds_per_population())
             protect: set[int] = set()
             for j in range(n_seed):
                 baby = members[(p * n_seed + j) % len(members)].copy(self._next_birth())
@@ -446,7 +480,8 @@ class Search:
         scorer = self._population_scorer()
         self._optimize_proposals([pr for pr in proposals if pr.kind == "optimize" and pr.children], scorer)
         exprs = [e for pr in proposals if pr.children for e in pr.children]
-        members = self._score_members(exprs, scorer)
+        members = self._score_members(exprs, scorer,
+                                      self._kinds_of(pr.pop for pr in proposals if pr.children for _ in pr.children))
         it = iter(members)
         for pr in proposals:
             pr.members = [next(it) for _ in pr.children] if pr.children else []
@@ -476,8 +511,9 @@ class Search:
         if not proposals:
             return
         seeds = [pr.members[0] for pr in proposals]
-        result = self._optimize_constants(scorer, [pr.children[0] for pr in proposals],
-                                    self.opts.optimizer_iterations, self.opts.optimizer_nrestarts, seeds)
+        result = self._optimize_by_kind(scorer, [pr.children[0] for pr in proposals],
+                                        self._kinds_of(pr.pop for pr in proposals), self.opts.optimizer_iterations,
+                                        self.opts.optimizer_nrestarts, seeds)
         self._count_optimizer(scorer, result.n_evals)
         for pr, e in zip(proposals, result.exprs):
             pr.children = (e,)
@@ -500,12 +536,13 @@ class Search:
         scorer = self._population_scorer()
         if to_optimize:
             self._check_budget()
-            result = self._optimize_constants(scorer, [e for _, _, e in to_optimize], opts.optimizer_iterations,
-                                        opts.optimizer_nrestarts, seeds, self._deadline())
+            result = self._optimize_by_kind(scorer, [e for _, _, e in to_optimize],
+                                            self._kinds_of(p for p, _, _ in to_optimize), opts.optimizer_iterations,
+                                            opts.optimizer_nrestarts, seeds, self._deadline())
             self._count_optimizer(scorer, result.n_evals)
             targets += [(p, i, e) for (p, i, _), e in zip(to_optimize, result.exprs)]
         if targets:
-            members = self._score_members([e for _, _, e in targets], scorer)
+            members = self._score_members([e for _, _, e in targets], scorer, self._kinds_of(p for p, _, _ in targets))
             for (p, i, _), new in zip(targets, members):
                 old = self.populations[p].members[i]
                 if math.isfinite(new.loss) and new.loss <= old.loss * (1 + 1e-12) + 1e-300:
@@ -519,16 +556,51 @@ class Search:
         self._migrate()
         self.front.simplify(self._score_members, _SYMPY_PER_ITERATION, self._deadline())
         self.front.polish(self._score_members)
+        self._refine_front(self._deadline())
         for pop in self.populations:
             for m in pop.members:
                 self.stats.update(m.complexity)
         self.stats.move_window()
         self.stats.normalize()
 
-    def _optimize_constants(self, scorer, exprs, iterations, nrestarts, seeds, deadline=None):
-        """Batched constant optimisation (`constant_optimization`); the compiled engine
-        replaces it with its own."""
-        return optimize_constants(scorer, exprs, iterations, nrestarts, seeds, deadline)
+    def _refine_front(self, deadline: float | None) -> None:
+        """`FrontKeeper.refine` with BFGS on each entry's own loss (an entry is the formula as
+        it will be reported, its a and b of linear scaling written in), from its constants."""
+        opts = self.opts
+        if not opts.should_optimize_constants:
+            return
+
+        def optimize(exprs):
+            result = self._optimize_constants(self.scorer, exprs, max(opts.optimizer_iterations, _REFINE_ITERATIONS),
+                                              0, list(range(len(exprs))), deadline, scaled=False)
+            self._count_optimizer(self.scorer, result.n_evals)
+            return [e for e, better in zip(result.exprs, result.improved) if better]
+
+        self.front.refine(optimize, self._score_members, _REFINE_PER_ITERATION)
+
+    def _optimize_by_kind(self, scorer, exprs, kinds, iterations, nrestarts, seeds, deadline=None):
+        """`_optimize_constants` with each formula's objective its population's: a*f+b's
+        where ``kinds`` (one bool per formula) says the population scales, else f's."""
+        if not self._mixed:
+            return self._optimize_constants(scorer, exprs, iterations, nrestarts, seeds, deadline)
+        out, loss = list(exprs), np.full(len(exprs), math.inf)
+        improved, n_evals = np.zeros(len(exprs), dtype=bool), 0
+        for kind in (True, False):
+            idx = [i for i, k in enumerate(kinds) if k == kind]
+            if not idx:
+                continue
+            sub = self._optimize_constants(scorer, [exprs[i] for i in idx], iterations, nrestarts,
+                                           [seeds[i] for i in idx], deadline, scaled=kind)
+            for j, i in enumerate(idx):
+                out[i], loss[i], improved[i] = sub.exprs[j], sub.loss[j], sub.improved[j]
+            n_evals += sub.n_evals
+        return OptimizedConstants(out, loss, improved, n_evals)
+
+    def _optimize_constants(self, scorer, exprs, iterations, nrestarts, seeds, deadline=None, scaled=True):
+        """Batched constant optimisation (`constant_optimization`) of a*f+b's loss (``scaled``,
+        with linear scaling) or f's; the compiled engine replaces it with its own."""
+        return optimize_constants(scorer if scaled else scorer.unscaled(), exprs, iterations, nrestarts, seeds,
+                                  deadline)
 
     def _count_optimizer(self, scorer: Scorer, n_evals: int) -> None:
         if scorer is self.scorer:
@@ -557,14 +629,23 @@ class Search:
             pools.append((opts.fraction_replaced_hof, front))
         if self._guess_members:
             pools.append((opts.fraction_replaced_guesses, self._guess_members))
+        moves = []  # (population, place, migrant), in the order the draws make them
         for frac, pool in pools:
             if not pool or frac <= 0:
                 continue
-            for pop in self.populations:
+            for p, pop in enumerate(self.populations):
                 n = min(len(pop), int(self.rng.poisson(len(pop) * frac)))
                 for _ in range(n):
                     where = int(self.rng.integers(len(pop)))
-                    pop.members[where] = pool[int(self.rng.integers(len(pool)))].copy(self._next_birth())
+                    moves.append((p, where, pool[int(self.rng.integers(len(pool)))]))
+        if self._mixed and moves:
+            # A migrant's loss is its old population's (f's, or a*f+b's): scored again as its new one scores it.
+            exprs = list({m.expr.key: m.expr for _, _, m in moves}.values())
+            scored = self._members_of_kinds(exprs, self._population_scorer(), (True, False), births=False)
+            as_kind = {kind: {m.expr.key: m for m in ms} for kind, ms in zip((True, False), scored)}
+            moves = [(p, where, as_kind[self._scaled[p]][m.expr.key]) for p, where, m in moves]
+        for p, where, migrant in moves:
+            self.populations[p].members[where] = migrant.copy(self._next_birth())
 
     def run(self) -> SearchResult:
         """Run until niterations, timeout_in_seconds, max_evals, early_stop_condition or
@@ -626,6 +707,8 @@ class Search:
             # A last, short look for simpler equivalent forms of the front.
             self.front.simplify(self._score_members, _SYMPY_PER_ITERATION, self._final_deadline())
             self.front.polish(self._score_members)
+            if reason == "timeout_in_seconds":  # not past a spent max_evals, a met condition, a Ctrl-C
+                self._refine_front(self._final_deadline())
         elapsed = time.perf_counter() - self._start
         return SearchResult(self.hof, self.populations, self.n_evals, self.iteration, elapsed, reason,
                             self.scorer.baseline_loss, self._evaluator_stats())

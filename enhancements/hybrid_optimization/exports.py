@@ -34,7 +34,7 @@ class ExpressionModule(torch.nn.Module):
     columns' order) gives the same values as `PySRRegressor.predict`, and the formula's
     constants are trainable parameters (``self.constants``, in preorder).
 
-        >>> m = ExpressionModule(Expression.parse("2.0 * x0 + 1.0"))
+        >>> m = ExpressionModule(parse_expression("2.0 * x0 + 1.0"))
         >>> m(torch.tensor([[3.0]], dtype=torch.float64)).tolist(), m.constants.requires_grad
         ([7.0], True)
     """

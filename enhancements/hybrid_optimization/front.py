@@ -15,7 +15,8 @@ their simpler equals, which is what SRBench's exact-recovery check rewards.
     >>> opts = Options(binary_operators=["+", "*"])
     >>> X = torch.linspace(1, 2, 20, dtype=torch.float64).reshape(-1, 1); y = 3 * X[:, 0] + 1
     >>> keeper = FrontKeeper(HallOfFame(), opts, Mutator(opts, n_features=1).is_valid)
-    >>> f = Expression.parse("x0"); s = Scorer(X, y, None, opts).score([f])
+    >>> from pysr_baseline.parsing import parse_expression
+    >>> f = parse_expression("x0"); s = Scorer(X, y, None, opts).score([f])
     >>> member = PopMember(f, loss=float(s.loss[0]), cost=0.0, complexity=1, birth=0)
     >>> keeper.record(member, s.variant_loss[0], s.a[0], s.b[0])   # f, a*f and a*f+b enter
     >>> [str(e.expr) for e in keeper.hof.pareto_front()]
@@ -35,6 +36,10 @@ from enhancements.hybrid_optimization.simplification import simplify_top, simpli
 
 # Safety net only: sympy rarely stalls; the count budget (not time) keeps runs reproducible.
 SYMPY_TIMEOUT = 1.0
+# Larger formulas are not given to sympy. Measured (front entries of 8 searches): up to 21
+# nodes it took at most 0.16 s; from 23 on, 0.15-1 s and it hit the timeout 3 times in 10,
+# so that whether its answer came in time (and the run) depended on the machine's speed.
+SYMPY_MAX_SIZE = 21
 # Less time than this left before a deadline: not worth starting sympy.
 _SYMPY_MIN_SECONDS = 0.05
 
@@ -62,6 +67,7 @@ class FrontKeeper:
         self._c_add = options.node_complexity(Expression(adder, (leaf, leaf))) if adder else None
         self._sympy_tried: set[str] = set()
         self._polished: set[str] = set()
+        self._refined: set[str] = set()
 
     # --- recording --------------------------------------------------------------------------
     def record(self, member, lv: list, av: list, bv: list) -> None:
@@ -71,7 +77,7 @@ class FrontKeeper:
         maxsize = self.opts.maxsize
         if lv[0] < math.inf and c <= maxsize and self.hof.consider(f, lv[0], c, member):
             self.on_entry(lv[0], c)
-        if not self.opts.linear_scaling:
+        if self.opts.linear_scaling_fraction == 0:
             return
         for k in (1, 2, 3):
             loss = lv[k]
@@ -148,8 +154,25 @@ class FrontKeeper:
                 return
             score(candidates)
 
+    def refine(self, optimize: Callable[[list], list], score: Callable[[list], object], limit: int) -> None:
+        """Fit again, with ``optimize(exprs)`` (formulas with their constants fitted), the
+        constants of up to ``limit`` front entries not refined before, the most accurate
+        first, and score the results (which records them). A population's constants get a
+        few BFGS steps at a time; a front entry one step from exact
+        (x*(x**2 - 0.997)*(1.66*x**2 - 1.663)*0.603 for x*(x**2 - 1)**2) is worth the many
+        more it needs to get there."""
+        todo = []
+        for entry in sorted(self.hof.pareto_front(), key=lambda e: e.loss):
+            key = entry.expr.key
+            if len(todo) < limit and key not in self._refined and entry.expr.constants:
+                self._refined.add(key)
+                todo.append(entry.expr)
+        if todo:
+            score(optimize(todo))
+
     def simplify(self, score: Callable[[list], object], limit: int, deadline: float | None = None) -> None:
-        """sympy on up to ``limit`` front entries not tried before, the most accurate first
+        """sympy on up to ``limit`` front entries not tried before (of at most `SYMPY_MAX_SIZE`
+        nodes), the most accurate first
         (exactness is where a simpler form pays); the results are scored with ``score``.
         With a ``deadline`` (a `time.perf_counter` value) no sympy call runs past it."""
         if not self.opts.should_simplify:
@@ -159,7 +182,7 @@ class FrontKeeper:
             if limit <= 0:
                 break
             key = entry.expr.key
-            if key in self._sympy_tried or entry.expr.op is None:
+            if key in self._sympy_tried or entry.expr.op is None or entry.expr.size > SYMPY_MAX_SIZE:
                 continue
             timeout = SYMPY_TIMEOUT
             if deadline is not None:

@@ -2,9 +2,10 @@
 
     >>> from pysr_baseline.expression import Expression
     >>> hof = HallOfFame()
-    >>> hof.consider(Expression.parse("x0"), loss=1.0, complexity=1)
+    >>> from pysr_baseline.parsing import parse_expression
+    >>> hof.consider(parse_expression("x0"), loss=1.0, complexity=1)
     True
-    >>> hof.consider(Expression.parse("x0 * 2.0"), loss=2.0, complexity=3)   # kept at 3 ...
+    >>> hof.consider(parse_expression("x0 * 2.0"), loss=2.0, complexity=3)   # kept at 3 ...
     True
     >>> [e.complexity for e in hof.pareto_front()]                           # ... but dominated
     [1]

@@ -109,7 +109,8 @@ def subtree_target(expr: Expression, index: int, X: torch.Tensor, target: torch.
     no inverse here (sin, cos, custom operators); rows with no solution are NaN.
 
     >>> X = torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=torch.float64)
-    >>> subtree_target(Expression.parse("x0 * (x1 + 1)"), 2, X, torch.tensor([6.0, 30.0], dtype=torch.float64))
+    >>> from pysr_baseline.parsing import parse_expression
+    >>> subtree_target(parse_expression("x0 * (x1 + 1)"), 2, X, torch.tensor([6.0, 30.0], dtype=torch.float64))
     tensor([ 6., 10.], dtype=torch.float64)
     """
     with torch.no_grad():

@@ -9,7 +9,8 @@ the mutation's name. Mutations draw only from the given ``numpy.random.Generator
     >>> import numpy as np
     >>> from enhancements.hybrid_optimization.options import Options
     >>> m = Mutator(Options(binary_operators=["+", "*"], maxsize=10), n_features=2)
-    >>> new, kind = m.mutate(Expression.parse("x0 * x1"), np.random.default_rng(0), curmaxsize=10)
+    >>> from pysr_baseline.parsing import parse_expression
+    >>> new, kind = m.mutate(parse_expression("x0 * x1"), np.random.default_rng(0), curmaxsize=10)
     >>> new.size <= 10
     True
 """

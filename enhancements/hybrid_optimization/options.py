@@ -18,10 +18,12 @@ import warnings
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from pysr_baseline.expression import Expression
-from pysr_baseline.operators import DEFAULT_BINARY_OPERATORS, Operator, resolve_operator, resolve_operators
+from pysr_baseline.operators import DEFAULT_BINARY_OPERATORS, Operator
+from pysr_baseline.parsing import resolve_operator, resolve_operators
 
 # Mutation names in a fixed order (the order of the weight vector the mutation sampler uses).
 MUTATIONS = ("mutate_constant", "mutate_operator", "mutate_feature", "swap_operands", "rotate_tree",
@@ -35,9 +37,12 @@ PYSR_DIFFERENCES = {
     "batching": "mutants are scored on a fresh random batch of rows each step (without the "
                 "sub-expression cache, which needs the same rows every time); the hall of fame's "
                 "candidates are re-scored on all rows at the end of every iteration.",
-    "linear_scaling": "new, default on (measured: 15 of 20 easy Feynman equations solved within 30k "
-                      "evaluations, 6 of 20 without): each formula f is scored as a*f+b with closed-form "
-                      "a, b; the hall of fame holds f, a*f, f+b and a*f+b at their own complexities.",
+    "linear_scaling": "new, default on: each formula f is scored as a*f+b with closed-form a, b (measured: 15 "
+                      "of 20 easy Feynman equations solved within 30k evaluations, 6 of 20 without); the hall "
+                      "of fame holds f, a*f, f+b and a*f+b at their own complexities. A number in [0, 1] scales "
+                      "that fraction of the populations only (0.5: every second one), the others scoring f "
+                      "itself: scaling finds constant factors for free, but draws a population to forms that "
+                      "only fit the data's shape (a*exp(sin(x))+b for a polynomial).",
     "ncycles_per_iteration": "same meaning and default; a step runs several cycles' mutations of every "
                              "population at once (~192 formulas per evaluator call, at most a quarter "
                              "of a population) instead of one mutation at a time.",
@@ -113,7 +118,7 @@ class Options:
     loss_function: Callable | None = None   # f(prediction, target, weights) -> loss of one formula
     loss_scale: str = "log"
     model_selection: str = "best"
-    linear_scaling: bool = True             # not in PySR: see PYSR_DIFFERENCES
+    linear_scaling: bool | float = True     # not in PySR: see PYSR_DIFFERENCES; or a fraction of populations
     # --- working with complexities -----------------------------------------------------------
     parsimony: float = 0.0
     constraints: dict | None = None         # {"pow": (-1, 1), "sin": 5}: max complexity of arguments
@@ -180,7 +185,7 @@ class Options:
     print_precision: int = 5
     # --- soft trees (this project's) ---------------------------------------------------------
     soft_tree_seed_fraction: float = 0.1    # share of each population seeded by soft-tree fits (0: off)
-    soft_tree_reseed: bool = True           # with seeding: new fits every 20,000 evaluations
+    soft_tree_reseed: bool = True           # with seeding: new fits every 20,000 evaluations (compiled: 100,000)
     soft_tree_proposer: Any = None          # .seed/.propose (hybrid.py); None: the shipped one if needed
 
     # derived (filled in by __post_init__)
@@ -227,6 +232,7 @@ class Options:
                      "fraction_replaced_guesses", "optimize_probability", "warmup_maxsize_by",
                      "probability_negate_constant", "soft_tree_seed_fraction"):
             _number(self, name, lo=0.0, hi=1.0)
+        self.linear_scaling_fraction = _scaling_fraction(self.linear_scaling)
         for name in ("parsimony", "adaptive_parsimony_scaling", "perturbation_factor"):
             _number(self, name, lo=0.0)
         _number(self, "alpha", lo=0.0, lo_open=True)
@@ -288,6 +294,16 @@ class Options:
                                 f"needs: add it (see hybrid.SoftTreeProposer) or set {setting}=0")
 
     # --- helpers used by the search ---------------------------------------------------------
+    def scaled_populations(self) -> list[bool]:
+        """Which populations score their members as a*f+b (`linear_scaling`): all, none, or
+        that fraction of them, spread evenly (0.5: every second one).
+
+        >>> Options(populations=4, linear_scaling=0.5, progress=False).scaled_populations()
+        [False, True, False, True]
+        """
+        f = self.linear_scaling_fraction
+        return [math.floor((p + 1) * f + 1e-9) > math.floor(p * f + 1e-9) for p in range(self.populations)]
+
     def mutation_weights(self) -> dict[str, float]:
         """The mutation weights by mutation name (crossover is chosen separately)."""
         out = {}
@@ -396,6 +412,15 @@ def _with_sympy_mappings(ops: tuple, mappings: dict | None) -> tuple:
         fn = mappings.get(op.name)
         out.append(op if fn is None else replace(op, sympy_fn=fn))
     return tuple(out)
+
+
+def _scaling_fraction(value) -> float:
+    """``linear_scaling``: True (every population), False (none) or a fraction in [0, 1]."""
+    if isinstance(value, (bool, np.bool_)):
+        return 1.0 if value else 0.0
+    if isinstance(value, numbers.Real) and 0.0 <= value <= 1.0:
+        return float(value)
+    raise ValueError(f"linear_scaling must be True, False or a fraction of the populations in [0, 1], got {value!r}")
 
 
 def _as_tuple(value) -> tuple:

@@ -208,14 +208,16 @@ _TABLE: list[Parameter] = [
     ),
     *_group(
         "This project's additions",
-        ("linear_scaling", True, "added", "score each formula as a*f + b with a, b fitted in closed form"),
+        ("linear_scaling", True, "added", "score each formula as a*f + b with a, b fitted in closed form; a "
+                                          "fraction in [0, 1]: in that share of the populations only"),
         ("memoize", True, "added", "the sub-expression cache and the loss memo"),
         ("device", None, "added", "a torch device for the evaluation"),
         ("engine", "auto", "added", "'auto': the compiled (numba) search where it can run, else the torch one; "
                                     "or 'compiled' / 'torch'"),
         ("weight_soft_tree", 0.0, "added", "weight of the residual soft-tree mutation"),
         ("soft_tree_seed_fraction", 0.1, "added", "share of each population seeded by soft-tree fits"),
-        ("soft_tree_reseed", True, "added", "fresh soft-tree seeds every 20,000 evaluations"),
+        ("soft_tree_reseed", True, "added", "fresh soft-tree seeds every 20,000 evaluations (100,000 on the "
+                                            "compiled engine)"),
         ("soft_tree_proposer", None, "added", "the object that makes soft-tree seeds and proposals"),
         ("optimizer_probability", None, "added", "an alias of optimize_probability"),
     ),

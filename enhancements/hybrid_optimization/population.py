@@ -8,7 +8,8 @@ sizes that crowd the search (PySR's adaptive parsimony).
 
     >>> import numpy as np
     >>> from pysr_baseline.expression import Expression
-    >>> m = PopMember(Expression.parse("x0 * x1"), loss=0.5, cost=0.5, complexity=3, birth=0)
+    >>> from pysr_baseline.parsing import parse_expression
+    >>> m = PopMember(parse_expression("x0 * x1"), loss=0.5, cost=0.5, complexity=3, birth=0)
     >>> pop = Population([m]); pop.best().expr
     Expression('x0 * x1')
 """

@@ -2,7 +2,8 @@
 and the printed form.
 
     >>> from pysr_baseline.expression import Expression
-    >>> frame = equations_frame([(Expression.parse("x0"), 2.0, 1), (Expression.parse("x0 * x1"), 0.0, 3)],
+    >>> from pysr_baseline.parsing import parse_expression
+    >>> frame = equations_frame([(parse_expression("x0"), 2.0, 1), (parse_expression("x0 * x1"), 0.0, 3)],
     ...                         ["a", "b"])
     >>> list(frame.columns)
     ['complexity', 'loss', 'equation', 'score', 'sympy_format', 'lambda_format']

@@ -11,11 +11,13 @@ scale, and the hall of fame can hold each of those forms at its own complexity.
     >>> from enhancements.hybrid_optimization.options import Options
     >>> X = torch.rand(50, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) + 1
     >>> s = Scorer(X, 3 * X[:, 0] + 1, None, Options())
-    >>> float(s.score([Expression.parse("x0")]).loss[0]) < 1e-20
+    >>> from pysr_baseline.parsing import parse_expression
+    >>> float(s.score([parse_expression("x0")]).loss[0]) < 1e-20
     True
 """
 from __future__ import annotations
 
+import copy
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -112,7 +114,8 @@ class Scorer:
         self.w_norm = (torch.ones_like(self.y) if self.w is None else self.w) / (
             len(self.y) if self.w is None else self.w.sum())
         self.loss_fn = options.loss
-        self.linear_scaling = bool(options.linear_scaling)
+        # the four forms f, a*f, f+b, a*f+b are scored wherever some population scales
+        self.linear_scaling = options.linear_scaling_fraction > 0
         mean = (self.y * self.w_norm).sum()
         self.baseline_loss = float(self.loss_fn(mean.expand(1, len(self.y)), self.y, self.w)[0])
         # PySR divides losses by the baseline (loss of the mean), floored at 0.01.
@@ -142,6 +145,17 @@ class Scorer:
         sub = Scorer(X, self.y[rows], w, self.opts, evaluator=evaluator, normalization=self.normalization)
         sub.memoize = False
         return sub
+
+    def unscaled(self) -> "Scorer":
+        """This scorer with f's own loss as its objective, not a*f+b's: the constant
+        optimiser's, for the populations that do not scale (`Options.scaled_populations`).
+        It shares the data and the evaluator, not the loss memo (whose rows hold all forms)."""
+        if not self.linear_scaling:
+            return self
+        view = copy.copy(self)
+        view.linear_scaling = False
+        view.memoize = False
+        return view
 
     def cost(self, loss: float, complexity: float) -> float:
         return loss / self.normalization + self.opts.parsimony * complexity

@@ -7,7 +7,7 @@ whitelist parser: a saved state holds no code.
 
     >>> from enhancements.hybrid_optimization.options import Options
     >>> opts = Options(soft_tree_seed_fraction=0)
-    >>> state = SearchState([[Expression.parse("x0 + 1.5")]], [Expression.parse("x0")], 3, 12.0, 7)
+    >>> state = SearchState([[parse_expression("x0 + 1.5")]], [parse_expression("x0")], 3, 12.0, 7)
     >>> again = SearchState.from_data(state.to_data(), opts.operators)
     >>> again.populations[0][0].key == state.populations[0][0].key, again.iterations
     (True, 3)

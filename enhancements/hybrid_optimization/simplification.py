@@ -7,7 +7,8 @@ simplify_tree/combine_operators; it is cheap enough to run on every member.
 back, rewritten (`lower_to_operators`) into the search's own operators, or None.
 
     >>> from pysr_baseline.expression import Expression
-    >>> simplify_tree(Expression.parse("2.0 * (3.0 * x0) + (1.0 + 1.0)")).to_string()
+    >>> from pysr_baseline.parsing import parse_expression
+    >>> simplify_tree(parse_expression("2.0 * (3.0 * x0) + (1.0 + 1.0)")).to_string()
     '6.0 * x0 + 2.0'
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 
 from pysr_baseline.expression import Expression
 from pysr_baseline.operators import BUILTIN_OPERATORS as _BUILTIN, get_operator
+from pysr_baseline.sympy_conversion import expression_from_sympy
 
 
 def _div(a, b):
@@ -225,7 +227,7 @@ def sympy_simplify(expr: Expression, allowed: dict, timeout: float = 0.5, positi
             # sympy keeps 1.0*x and 2.0*x; whole-number floats become integers so that they vanish or fold
             simplified = simplified.xreplace({f: sympy.Integer(int(f)) for f in simplified.atoms(sympy.Float)
                                               if f == int(f) and abs(f) < 1e6})
-            out = Expression.from_sympy(simplified, names)
+            out = expression_from_sympy(simplified, names)
     except _Timeout:
         return None
     except (ValueError, TypeError, RecursionError, AttributeError, ZeroDivisionError):
