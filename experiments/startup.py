@@ -5,10 +5,12 @@
 - whether a fit imports ``torch._dynamo`` (``torch.optim`` pulls it in at first use);
 - a warm process (the compiled engine loaded once): the time from ``fit`` to its first
   iteration's progress line on 1,000 x 5 data, PySR's defaults;
-- a cold fit in a fresh process (numba's compiled code read from its cache).
+- a cold fit in a fresh process (numba's compiled code read from its cache);
+- the first fit on a machine: numba's cache empty (``NUMBA_CACHE_DIR`` a new folder), so
+  the kernels compile; once per machine and numba version (one run: it takes minutes).
 
-    python -m experiments.startup            # 5 runs, ~2 min
-    python -m experiments.startup --quick    # 2 runs
+    python -m experiments.startup            # 5 runs, ~4 min
+    python -m experiments.startup --quick    # 2 runs, no empty-cache run
 
 The table is printed and written to ``results/startup.md`` (``--quick``: ``results/quick/``).
 """
@@ -16,9 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -72,9 +76,16 @@ _FIT = textwrap.dedent("""
 """)
 
 
-def _run(code: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+def _run(code: str, env: dict | None = None) -> dict:
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=None if env is None else {**os.environ, **env}).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def _first_fit_on_a_machine() -> float:
+    """Seconds from ``fit`` to the first iteration's line with numba's cache empty."""
+    with tempfile.TemporaryDirectory() as cache:
+        return _run(_FIT, env={"NUMBA_CACHE_DIR": cache})["cold"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,6 +102,7 @@ def main(argv=None) -> int:
     say = Report()
     imports = [_run(_IMPORTS) for _ in range(runs)]
     fits = [_run(_FIT) for _ in range(runs)]
+    compiling = None if args.quick else _first_fit_on_a_machine()
     med = {k: statistics.median(r[k] for r in imports) for k in imports[0]}
     say(f"Start-up, fresh processes, median of {runs}\n")
     say("| what | seconds |")
@@ -102,6 +114,9 @@ def main(argv=None) -> int:
         f"{statistics.median(r['cold'] for r in fits):.2f} |")
     say(f"| fit to the first iteration's line, second fit (warm process) | "
         f"{statistics.median(r['warm'] for r in fits):.2f} |")
+    if compiling is not None:
+        say(f"| fit to the first iteration's line, first fit on a machine (numba compiles; one run) | "
+            f"{compiling:.2f} |")
     say(f"\n`torch._dynamo` imported by a fit: {'yes' if any(r['dynamo'] for r in fits) else 'no'}")
     print(f"\nwritten: {say.write(output_dir(args.quick, args.out) / OUTPUT_FILE)}")
     return 0

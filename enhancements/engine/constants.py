@@ -33,7 +33,8 @@ from pysr_baseline.expression import Expression
 from enhancements.engine.programs import (ABS, ADD, CONST, COS, CUBE, CUSTOM, DIV, EXP, INV, LOG, MUL, NEG, POW,
                                           SIN, SQRT, SQUARE, SUB, TAN, TANH, VAR, NotCompilable, OperatorTable,
                                           Programs)
-from enhancements.engine.evaluate import HUGE, binary_scalar, scaling_from_sums, unary_scalar
+from enhancements.engine.evaluate import HUGE, binary_scalar, scaling_from_sums, unary_rows, unary_scalar
+from enhancements.engine.vector_math import cos_rows, sin_rows
 from enhancements.hybrid_optimization import constant_optimization as torch_optimizer
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
@@ -64,8 +65,7 @@ def _forward(ops, feat, val, length, arity, X, size, V, flag, sv):
                 sv[t] = unary_scalar(code, sv[c])
             else:
                 flag[t] = False
-                for r in range(n):
-                    V[t, r] = unary_scalar(code, V[c, r])
+                unary_rows(code, V[c], V[t], n)
         else:
             rc = t - 1
             lc = rc - size[rc]
@@ -197,6 +197,16 @@ def _loss_grad(ops, feat, val, length, arity, X, y, w, w_sum, linear_scaling, si
             c = t - 1
             if flag[t]:
                 sa[c] += sa[t] * _d_unary(code, sv[c], sv[t])
+            elif code == SIN or code == COS:    # cos and -sin by the row kernels, not libm per element
+                d = np.empty(n)
+                if code == SIN:
+                    cos_rows(V[c], d, n)
+                    for r in range(n):
+                        A[c, r] += A[t, r] * d[r]
+                else:
+                    sin_rows(V[c], d, n)
+                    for r in range(n):
+                        A[c, r] -= A[t, r] * d[r]
             else:
                 for r in range(n):
                     A[c, r] += A[t, r] * _d_unary(code, V[c, r], V[t, r])

@@ -29,6 +29,7 @@ from numba import njit
 
 from enhancements.engine.programs import (ABS, ADD, CONST, COS, CUBE, CUSTOM, DIV, EXP, INV, LOG, MAX_CUSTOM, MUL,
                                           N_CODES, NEG, POW, SIN, SQRT, SQUARE, SUB, TAN, TANH, VAR)
+from enhancements.engine.vector_math import cos_rows, exp_rows, log_rows, sin_rows
 
 HUGE = 1e100
 _JIT = dict(cache=True, error_model="numpy", nogil=True)
@@ -95,7 +96,7 @@ def binary_scalar(code, a, b):
 # One loop per operator, the branch outside it: each loop compiles to a tight (and where
 # the arithmetic allows, vectorised) kernel over the rows; a branch per element would not.
 @njit(**_JIT)
-def _unary_rows(code, a, out, n):
+def unary_rows(code, a, out, n):
     if code == NEG:
         for r in range(n):
             out[r] = -a[r]
@@ -109,20 +110,16 @@ def _unary_rows(code, a, out, n):
         for r in range(n):
             out[r] = np.sqrt(a[r])
     elif code == EXP:
-        for r in range(n):
-            out[r] = np.exp(a[r])
+        exp_rows(a, out, n)
     elif code == LOG:
-        for r in range(n):
-            out[r] = np.log(a[r])
+        log_rows(a, out, n)
     elif code == ABS:
         for r in range(n):
             out[r] = np.abs(a[r])
     elif code == SIN:
-        for r in range(n):
-            out[r] = np.sin(a[r])
+        sin_rows(a, out, n)
     elif code == COS:
-        for r in range(n):
-            out[r] = np.cos(a[r])
+        cos_rows(a, out, n)
     elif code == TAN:
         for r in range(n):
             out[r] = np.tan(a[r])
@@ -214,7 +211,7 @@ def _apply(code, arity, stack, flag, sval, sp, n):
         if flag[i]:
             sval[i] = unary_scalar(code, sval[i])
         else:
-            _unary_rows(code, stack[i], stack[i], n)
+            unary_rows(code, stack[i], stack[i], n)
         return sp
     i, j = sp - 2, sp - 1
     if flag[i] and flag[j]:

@@ -25,7 +25,7 @@ kernels branch on them), and ``CUSTOM + k`` for the k-th operator defined by a s
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -65,6 +65,11 @@ class OperatorTable:
     body_val: np.ndarray
     body_length: np.ndarray      # (MAX_CUSTOM,)
     by_code: dict
+    variables: dict = field(default_factory=dict)  # index -> its variable node (`decode` shares them)
+    code_by_name: dict = field(init=False)
+
+    def __post_init__(self):
+        self.code_by_name = {op.name: code for code, op in self.by_code.items()}
 
     @staticmethod
     def from_options(options) -> "OperatorTable":
@@ -108,6 +113,10 @@ class OperatorTable:
 def _postfix(expr: Expression, table: OperatorTable | None) -> list[tuple[int, int, float]]:
     """(code, feature, value) tokens in postfix order. With ``table`` None, operators must
     be built-ins (a custom operator's body)."""
+    if table is not None:
+        out = []
+        _emit(expr, out, table.code_by_name)
+        return out
     out = []
     stack = [(expr, False)]
     while stack:
@@ -133,11 +142,25 @@ def _postfix(expr: Expression, table: OperatorTable | None) -> list[tuple[int, i
     return out
 
 
+def _emit(node: Expression, out: list, code_by_name: dict) -> None:
+    """Append ``node``'s tokens to ``out`` (recursion: a formula is at most maxdepth deep)."""
+    op = node.op
+    if op is None:
+        out.append((VAR, node.feature, 0.0) if node.feature is not None else (CONST, 0, node.value))
+        return
+    for child in node.children:
+        _emit(child, out, code_by_name)
+    code = code_by_name.get(op.name)
+    if code is None:
+        raise NotCompilable(f"operator {op.name!r} is not among the search's operators")
+    out.append((code, 0, 0.0))
+
+
 def _code_of(self: OperatorTable, op: Operator) -> int:
-    for code, known in self.by_code.items():
-        if known is op or known.name == op.name:
-            return code
-    raise NotCompilable(f"operator {op.name!r} is not among the search's operators")
+    code = self.code_by_name.get(op.name)
+    if code is None:
+        raise NotCompilable(f"operator {op.name!r} is not among the search's operators")
+    return code
 
 
 OperatorTable.code_of = _code_of
@@ -160,12 +183,13 @@ class Programs:
 
     def set(self, m: int, expr: Expression, table: OperatorTable) -> bool:
         """Write ``expr`` as program ``m``; False (nothing written) if it is longer than L."""
-        tokens = _postfix(expr, table)
-        if len(tokens) > self.capacity:
+        if expr.size > self.capacity:
             return False
-        for t, (code, feat, val) in enumerate(tokens):
-            self.ops[m, t], self.feat[m, t], self.val[m, t] = code, feat, val
-        self.length[m] = len(tokens)
+        tokens = _postfix(expr, table)
+        n = len(tokens)
+        codes, feats, vals = zip(*tokens)
+        self.ops[m, :n], self.feat[m, :n], self.val[m, :n] = codes, feats, vals
+        self.length[m] = n
         return True
 
     def get(self, m: int, table: OperatorTable) -> Expression:
@@ -174,18 +198,28 @@ class Programs:
 
 
 def decode(ops, feat, val, length: int, table: OperatorTable) -> Expression:
+    """Program tokens back as an `Expression` (on the search's operator objects)."""
     stack: list[Expression] = []
-    for t in range(length):
-        code = int(ops[t])
+    by_code, leaves = table.by_code, table.variables
+    node_of, const = Expression.node_of, Expression.const
+    codes, features, values = ops[:length].tolist(), feat[:length].tolist(), val[:length].tolist()
+    for code, f, v in zip(codes, features, values):
         if code == VAR:
-            stack.append(Expression.var(int(feat[t])))
+            leaf = leaves.get(f)
+            if leaf is None:  # variables are immutable: one node per index serves every formula
+                leaf = leaves[f] = Expression.var(f)
+            stack.append(leaf)
         elif code == CONST:
-            stack.append(Expression.const(float(val[t])))
+            stack.append(const(v))
+        elif len(stack) < 2 and (len(stack) < 1 or by_code[code].arity == 2):
+            raise ValueError("a malformed program: an operator without its arguments")
         else:
-            op = table.by_code[code]
-            args = stack[len(stack) - op.arity:]
-            del stack[len(stack) - op.arity:]
-            stack.append(Expression(op, tuple(args)))
+            op = by_code[code]
+            if op.arity == 2:
+                b = stack.pop()
+                stack.append(node_of(op, (stack.pop(), b)))
+            else:
+                stack.append(node_of(op, (stack.pop(),)))
     if len(stack) != 1:
         raise ValueError(f"a malformed program: {len(stack)} values left on the stack")
     return stack[0]

@@ -4,9 +4,10 @@
 mutations, scoring, the hall of fame, acceptance) run by `step.run_step` on arrays
 (`programs`): no Python object per formula inside an iteration. At the end of each
 iteration the populations and the hall of fame are read back as `Expression` members
-(`pull`), the iteration's Python work runs unchanged (simplification, batched constant
-optimisation, soft-tree reseeding, migration, sympy and polish on the front), and the
-result is written back to the arrays (`push`).
+(`pull`, which also simplifies every member in one compiled call, `simplify`), the
+iteration's Python work runs unchanged (batched constant optimisation, soft-tree
+reseeding, migration, sympy and polish on the front), and the members it changed are
+written back to the arrays (`push`).
 
 `reason_not_compiled(options)` says why a configuration runs on the torch engine
 instead (an operator given as a Python callable, a loss other than the squared error,
@@ -23,6 +24,9 @@ fractional complexities, batching, float32, a GPU device, ...), or None.
 from __future__ import annotations
 
 import math
+import sys
+import threading
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -34,6 +38,7 @@ from enhancements.engine.evaluate import score_programs, tables
 from enhancements.engine.mutate import mutation_params, scratch
 from enhancements.engine.programs import NotCompilable, OperatorTable, Programs
 from enhancements.engine.rng import seed_states
+from enhancements.engine.simplify import simplify_programs
 from enhancements.engine.step import Data, Settings, State, run_step
 from enhancements.engine.trees import make_rules
 from enhancements.hybrid_optimization.evolution import Search, _seed_sequence
@@ -51,6 +56,28 @@ def _entry_point(dispatcher, args):
     during a search (its arrays are made once, in `CompiledSearch.__init__`)."""
     signature = tuple(dispatcher.typeof_pyval(a) for a in args)
     return dispatcher.overloads[signature].entry_point
+
+
+# A first step that runs longer than this is numba compiling the kernels (a step takes ms).
+COMPILE_NOTICE_SECONDS = 10.0
+COMPILE_NOTICE = ("compiling the search's kernels (numba): the first fit on a machine takes about a minute "
+                  "longer; the compiled code is cached for every later fit")
+
+
+@contextmanager
+def _compile_notice(enabled: bool, seconds: float = COMPILE_NOTICE_SECONDS, say=None):
+    """Print `COMPILE_NOTICE` to stderr (or call ``say()``) if the block is still running
+    after ``seconds``, so that a first fit does not look hung."""
+    timer = None
+    if enabled:
+        timer = threading.Timer(seconds, say or (lambda: print(COMPILE_NOTICE, file=sys.stderr, flush=True)))
+        timer.daemon = True
+        timer.start()
+    try:
+        yield
+    finally:
+        if timer is not None:
+            timer.cancel()
 
 
 def reason_not_compiled(options) -> str | None:
@@ -163,6 +190,7 @@ class CompiledSearch(Search):
             mul, add, sub, float(self.table.complexity[mul]) if mul >= 0 else 0.0,
             float(self.table.complexity[add if add >= 0 else sub]) if max(add, sub) >= 0 else 0.0)
         self._arrays_ahead = False
+        self._pulled: list[PopMember] = []  # the members as `pull` read them, by array row
         self.work = scratch(self.L + 8)
         self._step_entry = None
         self.scorer.backend = self._score_compiled
@@ -198,9 +226,12 @@ class CompiledSearch(Search):
     def push(self) -> None:
         """Populations, hall of fame, counters and statistics into the arrays."""
         S, N = self.arrays, self.opts.population_size
+        pulled = self._pulled
         for p, pop in enumerate(self.populations):
             for j, m in enumerate(pop.members):
                 k = p * N + j
+                if k < len(pulled) and pulled[k] is m:  # as the arrays hold it (members are not edited)
+                    continue
                 if not self._write(S.ops, S.feat, S.val, S.length, k, m.expr):
                     raise AssertionError(f"a member longer than the program length: {m.expr}")
                 S.loss[k], S.cost[k], S.cplx[k], S.birth[k] = m.loss, m.cost, m.complexity, m.birth
@@ -218,6 +249,7 @@ class CompiledSearch(Search):
             S.hof_loss[slot] = entry.loss
             S.hof_m_loss[slot], S.hof_m_cost[slot], S.hof_m_cplx[slot] = member.loss, member.cost, member.complexity
         S.counters[0] = self._birth
+        self._pulled = []
         self._arrays_ahead = False
 
     def pull(self) -> None:
@@ -225,14 +257,26 @@ class CompiledSearch(Search):
         if not self._arrays_ahead:
             return
         S, N, table = self.arrays, self.opts.population_size, self.table
+        simple = None
+        if self.opts.should_simplify:
+            # The iteration's simplification (`Search._simplify`), compiled over all members at
+            # once: its results are put where `_simplify` looks them up.
+            simple = simplify_programs(S.ops, S.feat, S.val, S.length, self.table.arity)
+            if len(self._simplified) > self.opts.populations * N:
+                self._simplified.clear()
+        pulled = self._pulled = []
         for p, pop in enumerate(self.populations):
             members = []
             for j in range(N):
                 k = p * N + j
                 expr = _decode(S.ops, S.feat, S.val, S.length, k, table)
+                if simple is not None:
+                    self._simplified[expr.key] = (_decode(simple.ops, simple.feat, simple.val, simple.length, k,
+                                                          table) if simple.changed[k] else expr)
                 members.append(PopMember(expr, float(S.loss[k]), float(S.cost[k]), float(S.cplx[k]),
                                          int(S.birth[k])))
             pop.members = members
+            pulled.extend(members)
         for slot in np.flatnonzero(S.hof_changed):
             slot = int(slot)
             expr = _decode(S.hof_ops, S.hof_feat, S.hof_val, S.hof_length, slot, table)
@@ -255,7 +299,8 @@ class CompiledSearch(Search):
         args = (self.arrays, self.data, self.rules, self.params, self.settings, float(temperature),
                 float(self.curmaxsize()), self.work)
         if self._step_entry is None:
-            run_step(*args)  # types the arguments and compiles (or loads) the step
+            with _compile_notice(self.opts.verbosity > 0):
+                run_step(*args)  # types the arguments and compiles (or loads) the step
             self._step_entry = _entry_point(run_step, args)
         else:
             self._step_entry(*args)

@@ -567,8 +567,8 @@ class Search:
         """`FrontKeeper.refine` with BFGS on each entry's own loss (an entry is the formula as
         it will be reported, its a and b of linear scaling written in), from its constants."""
         opts = self.opts
-        if not opts.should_optimize_constants:
-            return
+        if not opts.should_optimize_constants or (opts.max_evals is not None and self.n_evals >= opts.max_evals):
+            return  # a spent max_evals: the search ends at this iteration, unrefined as at a final look
 
         def optimize(exprs):
             result = self._optimize_constants(self.scorer, exprs, max(opts.optimizer_iterations, _REFINE_ITERATIONS),
