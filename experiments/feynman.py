@@ -468,7 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="a method option (a number, true/false or a word), e.g. --set weight_soft_tree=0.01 "
                         "or --set engine=torch; "
-                        "repeatable; methods without that option ignore it")
+                        "repeatable; methods without that option ignore it (an option no chosen "
+                        "method takes is an error); the search method takes any PySRRegressor parameter")
     p.add_argument("--plot", action="store_true", help="save PNG plots beside the CSV")
     p.add_argument("--scatter-equation", metavar="NAME",
                    help="equation of the predicted-vs-true plot (default: the first)")
@@ -514,8 +515,11 @@ def plan_run(args) -> Plan:
         raise ValueError("--jobs and --first must be at least 1")
     if args.scatter_equation:
         get_equation(args.scatter_equation)
-    options = {"n_epochs": args.epochs, "restarts_per_fit": args.restarts_per_fit,
-               **parse_settings(args.set)}
+    settings = parse_settings(args.set)
+    unused = [name for name in settings if not any(METHODS[m].takes(name) for m in methods)]
+    if unused:
+        raise ValueError(f"--set {', '.join(unused)}: no chosen method takes it ({', '.join(methods)})")
+    options = {"n_epochs": args.epochs, "restarts_per_fit": args.restarts_per_fit, **settings}
     adapters = {m: get_method(m, **options) for m in methods}
     return Plan(methods, equations, seeds, options, adapters)
 

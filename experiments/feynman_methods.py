@@ -73,6 +73,11 @@ class Method:
         """None when the method can run here, else the reason it cannot."""
         return None
 
+    @classmethod
+    def takes(cls, name: str) -> bool:
+        """Whether the adapter takes option ``name`` (`get_method` passes it only those)."""
+        return name != "self" and name in inspect.signature(cls.__init__).parameters
+
     def settings(self) -> str:
         """The options that change results, as one stable string (part of a CSV row)."""
         return ",".join(f"{k}={v}" for k, v in sorted(self.options.items()))
@@ -188,6 +193,8 @@ class SearchMethod(Method):
     search (as SRBench runs PySR); with ``stop_on_exact`` it also ends once a formula fits
     the training data to round-off (normalized MSE below ``EXACT_NMSE``), as the soft-tree
     methods do. Of the quiet-mode options, only those the estimator accepts are passed.
+    Any other `PySRRegressor` parameter may be given (``--set linear_scaling=false``); it
+    enters the settings string, and so the CSV rows' key.
     """
 
     name = "search"
@@ -197,16 +204,24 @@ class SearchMethod(Method):
 
     def __init__(self, niterations: int = 10**6, unary_operators=UNARY_OPERATORS, stop_on_exact: bool = True,
                  soft_tree_seed_fraction: float | None = None, weight_soft_tree: float | None = None,
-                 engine: str | None = None):
+                 engine: str | None = None, **estimator_params):
         # Only options that differ from the estimator's defaults enter the settings string.
         extra = {k: v for k, v in (("soft_tree_seed_fraction", soft_tree_seed_fraction),
                                    ("weight_soft_tree", weight_soft_tree), ("engine", engine)) if v is not None}
+        unknown = sorted(set(estimator_params) - _estimator_params())
+        if unknown:
+            raise ValueError(f"the search method takes PySRRegressor's parameters; not {', '.join(unknown)}")
+        extra.update(estimator_params)
         super().__init__(niterations=niterations, unary_operators=",".join(unary_operators),
                          stop_on_exact=stop_on_exact, **extra)
         self.niterations = niterations
         self.unary_operators = list(unary_operators)
         self.stop_on_exact = bool(stop_on_exact)
         self.extra = extra
+
+    @classmethod
+    def takes(cls, name: str) -> bool:
+        return super().takes(name) or name in _estimator_params()
 
     def unavailable(self) -> str | None:
         return _import_error("enhancements", "PySRRegressor")
@@ -234,6 +249,17 @@ class SearchMethod(Method):
         return MethodResult(expr=model.sympy(), complexity=size, predict=model.predict,
                             train_loss=normalized_mse(dataset.y_train,
                                                       model.predict(dataset.X_train)))
+
+
+def _estimator_params() -> set[str]:
+    """`PySRRegressor`'s parameters that a run may set (not those the adapter sets itself;
+    none where the package cannot be imported)."""
+    try:
+        from enhancements import PySRRegressor
+    except ImportError:
+        return set()
+    own = {"self", "timeout_in_seconds", "random_state", "unary_operators"}
+    return set(inspect.signature(PySRRegressor.__init__).parameters) - own
 
 
 # --- gplearn, an optional peer ------------------------------------------------------------
@@ -399,7 +425,4 @@ def get_method(name: str, **options) -> Method:
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; choose from {sorted(METHODS)}")
     cls = METHODS[name]
-    params = inspect.signature(cls.__init__).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        options = {k: v for k, v in options.items() if k in params}
-    return cls(**options)
+    return cls(**{k: v for k, v in options.items() if cls.takes(k)})

@@ -1,5 +1,6 @@
 """The compiled engine: the array encoding, compiled evaluation and losses against torch
 and plain evaluation, mutations that stay valid, gradients, BFGS, and whole searches."""
+import dataclasses
 import math
 
 import numpy as np
@@ -11,7 +12,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from enhancements.engine.constants import _loss_grad, optimize_constants
 from enhancements.engine.evaluate import evaluate_programs, score_programs, tables
 from enhancements.engine.mutate import crossover, mutate, mutation_params, scratch
-from enhancements.engine.programs import CONST, OperatorTable, Programs, decode, encode
+from enhancements.engine.programs import CONST, NotCompilable, OperatorTable, Programs, decode, encode
 from enhancements.engine.rng import below, geometric, normal, seed_states, uniform
 from enhancements.engine.search import CompiledSearch, make_search, reason_not_compiled
 from enhancements.engine.trees import is_valid, make_rules
@@ -45,6 +46,17 @@ def test_encoding_round_trips(seed):
     back = decode(block.ops[0], block.feat[0], block.val[0], int(block.length[0]), TABLE)
     assert back.key == e.key
     assert block.length[0] == e.size
+
+
+def test_malformed_programs_and_foreign_operators_are_refused():
+    block = encode([parse_expression("x0 * cos(x1)")], TABLE, 8)
+    ops, feat, val = block.ops[0], block.feat[0], block.val[0]
+    with pytest.raises(ValueError, match="without its arguments"):   # mul with one value below it
+        decode(ops[[0, 3]], feat, val, 2, TABLE)
+    with pytest.raises(ValueError, match="2 values left"):            # x0 cos(x1), no mul
+        decode(ops, feat, val, 3, TABLE)
+    with pytest.raises(NotCompilable, match="tanh"):                  # not among this table's operators
+        encode([parse_expression("tanh(x0)")], ARITH_TABLE, 8)
 
 
 def _plain(exprs, X):
@@ -90,18 +102,20 @@ def test_fused_losses_equal_the_scorers():
     w = rng.uniform(0.5, 2.0, 250)
     exprs = [_random(s, ARITH) for s in range(300)]
     block = encode(exprs, ARITH_TABLE, 32)
-    for weights in (None, w):
+    for weights, scaled in ((None, True), (w, True), (None, False), (w, False)):
         scorer = Scorer(torch.as_tensor(X), torch.as_tensor(y), None if weights is None else torch.as_tensor(weights),
-                        ARITH)
+                        dataclasses.replace(ARITH, linear_scaling=scaled))
         ref = scorer.score(exprs)
         k = len(exprs)
         loss, lv, av, bv = np.empty(k), np.empty((k, 4)), np.empty((k, 4)), np.empty((k, 4))
         score_programs(block.ops, block.feat, block.val, block.length, np.ascontiguousarray(X.T), y,
                        np.zeros(0) if weights is None else weights, 0.0 if weights is None else float(weights.sum()),
-                       True, *tables(ARITH_TABLE), loss, lv, av, bv)
+                       scaled, *tables(ARITH_TABLE), loss, lv, av, bv)
         assert np.array_equal(np.isfinite(loss), np.isfinite(ref.loss))
         ok = np.isfinite(ref.loss)
         assert np.allclose(loss[ok], ref.loss[ok], rtol=1e-9, atol=1e-12)
+        if not scaled:
+            continue
         # the four forms' losses too (a and b themselves are ill-conditioned when f is nearly constant)
         assert np.allclose(lv[ok], ref.variant_loss[ok], rtol=1e-9, atol=1e-12)
 
@@ -214,6 +228,7 @@ def test_the_random_streams():
 
 
 SMALL = dict(niterations=3, populations=4, population_size=20, ncycles_per_iteration=40, soft_tree_seed_fraction=0,
+             linear_scaling=True,  # these tiny searches find constant factors and offsets through a*f+b
              progress=False, unary_operators=["cos"])
 
 

@@ -135,3 +135,20 @@ def test_feynman_default_output_is_not_a_reference():
         path = Path(args.output.replace("{method}", method))
         assert not (ROOT / path).exists() or _git_ignored([path]) in (None, [True])
         assert not path.name.endswith("_all_60s.csv")
+
+
+def test_feynman_set_passes_any_estimator_parameter_to_the_search_and_keys_rows_by_it():
+    def key(*sets):
+        argv = ["--method", "search", "--equations", "I.12.1"]
+        for item in sets:
+            argv += ["--set", item]
+        (task,) = feynman.planned_tasks(argv)
+        return task.key()[-1]
+
+    assert "linear_scaling=False" in key("linear_scaling=false")
+    assert key("linear_scaling=false") != key()          # its rows are not taken for the default's
+    with pytest.raises(ValueError, match="linear_scalin"):  # a misspelt option is not ignored
+        feynman.planned_tasks(["--method", "search", "--equations", "I.12.1", "--set", "linear_scalin=false"])
+    # an option one of the chosen methods takes is fine: the other ignores it
+    tasks = feynman.planned_tasks(["--method", "search,soft-tree", "--equations", "I.12.1", "--set", "n_epochs=3"])
+    assert "n_epochs" not in tasks[0].key()[-1] and "n_epochs=3" in tasks[1].key()[-1]

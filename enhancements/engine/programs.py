@@ -71,6 +71,13 @@ class OperatorTable:
     def __post_init__(self):
         self.code_by_name = {op.name: code for code, op in self.by_code.items()}
 
+    def code_of(self, op: Operator) -> int:
+        """The opcode of one of the search's operators (`NotCompilable` for any other)."""
+        code = self.code_by_name.get(op.name)
+        if code is None:
+            raise NotCompilable(f"operator {op.name!r} is not among the search's operators")
+        return code
+
     @staticmethod
     def from_options(options) -> "OperatorTable":
         ops = tuple(options.operators)
@@ -113,57 +120,28 @@ class OperatorTable:
 def _postfix(expr: Expression, table: OperatorTable | None) -> list[tuple[int, int, float]]:
     """(code, feature, value) tokens in postfix order. With ``table`` None, operators must
     be built-ins (a custom operator's body)."""
-    if table is not None:
-        out = []
-        _emit(expr, out, table.code_by_name)
-        return out
-    out = []
-    stack = [(expr, False)]
-    while stack:
-        node, expanded = stack.pop()
-        if node.op is None:
-            if node.feature is not None:
-                out.append((VAR, node.feature, 0.0))
-            else:
-                out.append((CONST, 0, node.value))
-            continue
-        if expanded:
-            if table is None:
-                builtin = BUILTIN_OPERATORS.get(node.op.name)
-                if builtin is None or node.op.fn is not builtin.fn:
-                    raise NotCompilable(f"operator {node.op.name!r} inside a custom operator's body")
-                out.append((BUILTIN_CODES[node.op.name], 0, 0.0))
-            else:
-                out.append((table.code_of(node.op), 0, 0.0))
-            continue
-        stack.append((node, True))
-        for child in reversed(node.children):
-            stack.append((child, False))
+    out: list = []
+    _emit(expr, out, _builtin_code if table is None else table.code_of)
     return out
 
 
-def _emit(node: Expression, out: list, code_by_name: dict) -> None:
+def _emit(node: Expression, out: list, code_of) -> None:
     """Append ``node``'s tokens to ``out`` (recursion: a formula is at most maxdepth deep)."""
     op = node.op
     if op is None:
         out.append((VAR, node.feature, 0.0) if node.feature is not None else (CONST, 0, node.value))
         return
     for child in node.children:
-        _emit(child, out, code_by_name)
-    code = code_by_name.get(op.name)
-    if code is None:
-        raise NotCompilable(f"operator {op.name!r} is not among the search's operators")
-    out.append((code, 0, 0.0))
+        _emit(child, out, code_of)
+    out.append((code_of(op), 0, 0.0))
 
 
-def _code_of(self: OperatorTable, op: Operator) -> int:
-    code = self.code_by_name.get(op.name)
-    if code is None:
-        raise NotCompilable(f"operator {op.name!r} is not among the search's operators")
-    return code
-
-
-OperatorTable.code_of = _code_of
+def _builtin_code(op: Operator) -> int:
+    """The opcode of a built-in operator (the only kind a custom operator's body may use)."""
+    builtin = BUILTIN_OPERATORS.get(op.name)
+    if builtin is None or op.fn is not builtin.fn:
+        raise NotCompilable(f"operator {op.name!r} inside a custom operator's body")
+    return BUILTIN_CODES[op.name]
 
 
 class Programs:
@@ -211,10 +189,10 @@ def decode(ops, feat, val, length: int, table: OperatorTable) -> Expression:
             stack.append(leaf)
         elif code == CONST:
             stack.append(const(v))
-        elif len(stack) < 2 and (len(stack) < 1 or by_code[code].arity == 2):
-            raise ValueError("a malformed program: an operator without its arguments")
         else:
             op = by_code[code]
+            if len(stack) < op.arity:
+                raise ValueError("a malformed program: an operator without its arguments")
             if op.arity == 2:
                 b = stack.pop()
                 stack.append(node_of(op, (stack.pop(), b)))

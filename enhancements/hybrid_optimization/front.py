@@ -12,7 +12,7 @@ their simpler equals, which is what SRBench's exact-recovery check rewards.
     >>> from enhancements.hybrid_optimization.mutations import Mutator
     >>> from enhancements.hybrid_optimization.population import PopMember
     >>> from enhancements.hybrid_optimization.scoring import Scorer
-    >>> opts = Options(binary_operators=["+", "*"])
+    >>> opts = Options(binary_operators=["+", "*"], linear_scaling=True)
     >>> X = torch.linspace(1, 2, 20, dtype=torch.float64).reshape(-1, 1); y = 3 * X[:, 0] + 1
     >>> keeper = FrontKeeper(HallOfFame(), opts, Mutator(opts, n_features=1).is_valid)
     >>> from pysr_baseline.parsing import parse_expression

@@ -208,7 +208,7 @@ _TABLE: list[Parameter] = [
     ),
     *_group(
         "This project's additions",
-        ("linear_scaling", True, "added", "score each formula as a*f + b with a, b fitted in closed form; a "
+        ("linear_scaling", False, "added", "score each formula as a*f + b with a, b fitted in closed form; a "
                                           "fraction in [0, 1]: in that share of the populations only"),
         ("memoize", True, "added", "the sub-expression cache and the loss memo"),
         ("device", None, "added", "a torch device for the evaluation"),

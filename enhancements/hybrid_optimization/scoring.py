@@ -10,7 +10,7 @@ scale, and the hall of fame can hold each of those forms at its own complexity.
     >>> from pysr_baseline.expression import Expression
     >>> from enhancements.hybrid_optimization.options import Options
     >>> X = torch.rand(50, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) + 1
-    >>> s = Scorer(X, 3 * X[:, 0] + 1, None, Options())
+    >>> s = Scorer(X, 3 * X[:, 0] + 1, None, Options(linear_scaling=True))
     >>> from pysr_baseline.parsing import parse_expression
     >>> float(s.score([parse_expression("x0")]).loss[0]) < 1e-20
     True
