@@ -76,7 +76,8 @@ class Method:
     @classmethod
     def takes(cls, name: str) -> bool:
         """Whether the adapter takes option ``name`` (`get_method` passes it only those)."""
-        return name != "self" and name in inspect.signature(cls.__init__).parameters
+        param = inspect.signature(cls.__init__).parameters.get(name)
+        return name != "self" and param is not None and param.kind not in (param.VAR_KEYWORD, param.VAR_POSITIONAL)
 
     def settings(self) -> str:
         """The options that change results, as one stable string (part of a CSV row)."""
