@@ -10,7 +10,7 @@
     python -m experiments.memory --quick              # 2 min + 100,000 rows
 
 The table is printed and written to ``results/memory.md`` (``--quick``: ``results/quick/``).
-Linux only (RSS is read from /proc/self/statm).
+Linux only (RSS and its peak are read from /proc/self/statm and /proc/self/status).
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from experiments.outputs import OUT_HELP, Report, output_dir
 OUTPUT_FILE = "memory.md"
 
 _RSS = textwrap.dedent("""
-    import os, resource, threading, time
+    import os, threading, time
     _PAGE = os.sysconf("SC_PAGE_SIZE")
 
     def rss_mib():
@@ -34,7 +34,11 @@ _RSS = textwrap.dedent("""
             return int(f.read().split()[1]) * _PAGE / 2**20
 
     def peak_mib():
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        # VmHWM, this process's own peak. Not getrusage's ru_maxrss: exec keeps the peak of
+        # the process it replaced, so a child of a large parent (pytest, a long session)
+        # reported the parent's size as its own peak.
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
 
     class Sampler(threading.Thread):
         def __init__(self, every):

@@ -70,3 +70,19 @@ def test_a_whole_formula_loss_is_scored_on_all_rows_at_once():
     opts = Options(loss_function=worst_error, progress=False)
     scores = Scorer(X, Y, None, opts, evaluator=RowBlockEvaluator(X, block_rows=6))._score_in_chunks(_exprs()[:2])
     assert set(seen) == {X.shape[0]} and np.isfinite(scores.loss[0])
+
+
+def test_blocks_have_fewer_rows_the_more_nodes_a_call_has():
+    from enhancements.dp_memoization.row_blocks import MIN_BLOCK_ROWS, WORK_VALUES
+    rows = 3 * MIN_BLOCK_ROWS + 5
+    data = torch.tensor(np.random.default_rng(1).uniform(0.5, 3.0, (rows, 2)))
+    blocked = RowBlockEvaluator(data)
+    few, many = _exprs()[:1], _exprs() * 200
+    assert [p.shape[1] for p in blocked.evaluate_blocks(few)] == [rows]  # 6 nodes: one block
+    assert blocked.block_rows_for(_exprs() * 20) == WORK_VALUES // (20 * sum(e.size for e in _exprs()))
+    assert blocked.block_rows_for(many) == MIN_BLOCK_ROWS  # 6,400 nodes: the floor
+    parts = blocked.evaluate_blocks(many)
+    assert [p.shape[1] for p in parts] == [MIN_BLOCK_ROWS] * 3 + [5]
+    whole = IncrementalEvaluator(data, memoize=False).evaluate(many)
+    assert torch.equal(torch.nan_to_num(torch.cat(parts, 1), 7.0), torch.nan_to_num(whole, 7.0))
+    assert torch.equal(torch.nan_to_num(blocked.evaluate(many), 7.0), torch.nan_to_num(whole, 7.0))

@@ -6,7 +6,11 @@ rows one node is 8 MB, and a call's dozen-node groups held over a gigabyte. Its
 sub-expression cache, capped at 256 MiB, holds only ~30 such sub-trees there, so
 memoization buys little at that size. `RowBlockEvaluator` has the same interface and
 values, computed block by block with a plain (unmemoized) evaluator that is dropped after
-each block: what a call holds is its result plus one block's work.
+each block: what a call holds is its result plus one block's work. A block's work is a
+row of values for every node of the call's formulas, so a block has fewer rows the more
+nodes a call has (`WORK_VALUES` values at most, `MIN_BLOCK_ROWS` rows at least): with a
+fixed 65,536 rows, a call of 20 formulas held 400 MiB of node rows, and a search on
+200,000 rows peaked a gigabyte over its start.
 
     >>> import torch
     >>> from pysr_baseline.expression import Expression
@@ -28,7 +32,9 @@ from pysr_baseline.expression import Expression
 from enhancements.dp_memoization.incremental_evaluator import (EvaluatorCounters, IncrementalEvaluator, _as_data,
                                                                _check_exprs)
 
-BLOCK_ROWS = 65_536  # 512 KB a node in float64: a block's work stays at a few MB
+BLOCK_ROWS = 65_536  # data of more rows than this is evaluated by blocks
+WORK_VALUES = 2**21  # node values a block holds at most: 16 MiB in float64
+MIN_BLOCK_ROWS = 2_048  # fewer rows a block and the per-call planning would outweigh the arithmetic
 
 
 class RowBlockEvaluator:
@@ -48,11 +54,30 @@ class RowBlockEvaluator:
     def reset_counters(self) -> None:
         self.counters = EvaluatorCounters()
 
-    def _blocks(self):
-        """(start, stop, evaluator) for each block; an evaluator lives for one block only."""
-        for start in range(0, self.n_rows, self.block_rows):
-            stop = min(start + self.block_rows, self.n_rows)
-            yield start, stop, IncrementalEvaluator(self.X[start:stop], memoize=False)
+    def block_rows_for(self, exprs: Sequence[Expression]) -> int:
+        """Rows a block of a call on ``exprs`` has: its formulas' nodes (an upper bound on
+        the rows of values a block computes) times the rows stay within `WORK_VALUES`.
+
+            >>> from pysr_baseline.parsing import parse_expression
+            >>> blocked = RowBlockEvaluator(torch.zeros(100_000, 1, dtype=torch.float64))
+            >>> blocked.block_rows_for([parse_expression("x0 + 1")]), blocked.block_rows_for(
+            ...     [parse_expression("cos(x0) * x0 + 1")] * 300)
+            (65536, 2048)
+        """
+        nodes = sum(e.size for e in exprs)
+        return min(self.block_rows, max(MIN_BLOCK_ROWS, WORK_VALUES // max(1, nodes)))
+
+    def _each_block(self, exprs: Sequence[Expression], compute) -> list:
+        """``compute(evaluator, start)`` on each block of rows (``start`` its first row), in
+        row order. Each block's evaluator is made after the last one is dropped, so one
+        block's work is held at a time."""
+        step, parts = self.block_rows_for(exprs), []
+        for start in range(0, self.n_rows, step):
+            block = IncrementalEvaluator(self.X[start:start + step], memoize=False)
+            parts.append(compute(block, start))
+            self._add(block.counters, first=start == 0)
+            del block
+        return parts
 
     def _add(self, counters: EvaluatorCounters, first: bool) -> None:
         # Formulas and nodes are counted once (as one call over all rows would); rows add up.
@@ -72,20 +97,18 @@ class RowBlockEvaluator:
             out = self.X.new_empty(shape)
         if not exprs:
             return out
-        for start, stop, block in self._blocks():
-            out[:, start:stop] = block.evaluate(exprs)
-            self._add(block.counters, first=start == 0)
+
+        def into_out(block, start):
+            out[:, start:start + block.n_rows] = block.evaluate(exprs)
+
+        self._each_block(exprs, into_out)
         return out
 
     def evaluate_blocks(self, exprs: Sequence[Expression]) -> list[torch.Tensor]:
         """The values of `evaluate`, as one ``(len(exprs), rows)`` tensor per block of rows,
         in row order (what a caller that reduces over rows needs, without a tensor of all rows)."""
         exprs = _check_exprs(exprs)
-        parts = []
-        for start, _, block in self._blocks():
-            parts.append(block.evaluate(exprs))
-            self._add(block.counters, first=start == 0)
-        return parts
+        return self._each_block(exprs, lambda block, _: block.evaluate(exprs)) if exprs else []
 
     def evaluate_with_constants(self, exprs: Sequence[Expression],
                                 constants: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -94,8 +117,5 @@ class RowBlockEvaluator:
         exprs = _check_exprs(exprs)
         if not exprs:
             return self.X.new_empty((0, self.n_rows))
-        parts = []
-        for start, _, block in self._blocks():
-            parts.append(block.evaluate_with_constants(exprs, constants))
-            self._add(block.counters, first=start == 0)
+        parts = self._each_block(exprs, lambda block, _: block.evaluate_with_constants(exprs, constants))
         return torch.cat(parts, dim=1)
