@@ -21,9 +21,9 @@ def _peak_over_start(rows: int) -> tuple[float, float]:
 
 def test_two_hundred_thousand_rows_with_batching_in_bounded_memory():
     # 200,000 rows: the full-data scoring already goes by blocks (more than 65,536 rows).
-    # Measured 225-244 MiB over the start here (7 runs). With blocks of a fixed 65,536 rows
-    # (a block's node rows then reached 400 MiB, two blocks' at once) it was 345-720 MiB
-    # here and 1,031 MiB once in CI.
+    # Measured 225-244 MiB over the start here (7 runs); 345-427 with blocks of a fixed
+    # 65,536 rows (~130 MiB of node rows a block, two blocks' at once). The 1,031 MiB once
+    # seen in CI was pytest's own size, reported as the child's peak by ru_maxrss (below).
     extra, data = _peak_over_start(200_000)
     assert extra < 640, (extra, data)  # MiB
 
@@ -39,8 +39,8 @@ def test_a_childs_peak_is_its_own_not_its_parents():
 @pytest.mark.slow
 def test_a_million_rows_with_batching_in_bounded_memory():
     extra, data = _peak_over_start(1_000_000)
-    # MiB, for 46 MiB of data: 487 here with blocks sized by the call's nodes; 529 (once over
-    # 1,024 in a test run) with blocks of a fixed 65,536 rows; 3,350 before the blocks.
+    # MiB, for 46 MiB of data: 487 here with blocks sized by the call's nodes; 529 with
+    # blocks of a fixed 65,536 rows (results/memory.md); 3,350 before the blocks.
     assert extra < 1536, (extra, data)
 
 

@@ -9,8 +9,8 @@ values, computed block by block with a plain (unmemoized) evaluator that is drop
 each block: what a call holds is its result plus one block's work. A block's work is a
 row of values for every node of the call's formulas, so a block has fewer rows the more
 nodes a call has (`WORK_VALUES` values at most, `MIN_BLOCK_ROWS` rows at least): with a
-fixed 65,536 rows, a call of 20 formulas held 400 MiB of node rows, and a search on
-200,000 rows peaked a gigabyte over its start.
+fixed 65,536 rows, one block of a 20-formula call held ~130 MiB of node rows, and a
+search on 200,000 rows peaked 345-427 MiB over its start (225-244 MiB now).
 
     >>> import torch
     >>> from pysr_baseline.expression import Expression
